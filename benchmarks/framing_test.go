@@ -1,0 +1,223 @@
+package benchmarks
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/framing"
+)
+
+// frSpec is the frame format of every framing benchmark: a 4-byte
+// big-endian length counting the payload, stripped from what the reader
+// returns.
+var frSpec = framing.Spec{LengthSize: 4, Strip: 4, MaxFrameSize: 1 << 20}
+
+var frSizes = []int{64, 1 << 10, 64 << 10}
+
+// frTCPPair returns both ends of a loopback TCP connection.
+func frTCPPair(b *testing.B) (client, server net.Conn) {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := <-acc
+	if s == nil {
+		b.Fatal("accept failed")
+	}
+	return c, s
+}
+
+// frFeed writes frames of size payload bytes to c until it fails, and
+// closes done when it stops.
+func frFeed(c net.Conn, size int, done chan<- struct{}) {
+	defer close(done)
+	frame := make([]byte, 4+size)
+	binary.BigEndian.PutUint32(frame, uint32(size))
+	for i := range frame[4:] {
+		frame[4+i] = byte(i)
+	}
+	chunk := frame
+	for len(chunk) < 256<<10 {
+		chunk = append(chunk, frame...)
+	}
+	for {
+		if _, err := c.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
+// BenchmarkFrameRead reads frames over TCP loopback with framing.Reader
+// (ReadFrame + Release, and ReadFrameInto) and with the usual alternative,
+// a 32 KiB bufio.Reader and io.ReadFull into a reused buffer, with the same
+// Spec.
+func BenchmarkFrameRead(b *testing.B) {
+	impls := []struct {
+		name string
+		run  func(b *testing.B, c net.Conn, size int)
+	}{
+		{"framing", func(b *testing.B, c net.Conn, size int) {
+			r, err := framing.NewReader(c, frSpec, framing.WithPool(bufferpool.Default()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				f, err := r.ReadFrame()
+				if err != nil || f.Len() != size {
+					b.Fatal(err, f.Len())
+				}
+				f.Release()
+			}
+			b.StopTimer()
+			r.Release()
+		}},
+		{"framing-into", func(b *testing.B, c net.Conn, size int) {
+			r, err := framing.NewReader(c, frSpec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 0, size)
+			b.ResetTimer()
+			for range b.N {
+				buf, err = r.ReadFrameInto(buf)
+				if err != nil || len(buf) != size {
+					b.Fatal(err, len(buf))
+				}
+			}
+			b.StopTimer()
+			r.Release()
+		}},
+		{"bufio", func(b *testing.B, c net.Conn, size int) {
+			br := bufio.NewReaderSize(c, 32<<10)
+			var hdr [4]byte
+			buf := make([]byte, 0, size)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					b.Fatal(err)
+				}
+				n := int(binary.BigEndian.Uint32(hdr[:]))
+				if n > frSpec.MaxFrameSize-4 {
+					b.Fatal("too large")
+				}
+				if cap(buf) < n {
+					buf = make([]byte, n)
+				}
+				buf = buf[:n]
+				if _, err := io.ReadFull(br, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}},
+	}
+	for _, impl := range impls {
+		for _, size := range frSizes {
+			b.Run(fmt.Sprintf("impl=%s/size=%d", impl.name, size), func(b *testing.B) {
+				client, server := frTCPPair(b)
+				done := make(chan struct{})
+				go frFeed(client, size, done)
+				b.SetBytes(int64(4 + size))
+				b.ReportAllocs()
+				impl.run(b, server, size)
+				server.Close()
+				client.Close()
+				<-done
+			})
+		}
+	}
+}
+
+// frDrain reads c until it fails and closes done.
+func frDrain(c net.Conn, done chan<- struct{}) {
+	defer close(done)
+	io.Copy(io.Discard, c)
+}
+
+// BenchmarkFrameWrite writes one frame per call over TCP loopback, sent at
+// once: framing.Writer (one writev of header and payload) against a 32 KiB
+// bufio.Writer with Write(header), Write(payload), Flush.
+func BenchmarkFrameWrite(b *testing.B) {
+	frWriteBench(b, false)
+}
+
+// BenchmarkFrameWriteBatched writes frames that are sent when the buffer is
+// full: framing.BufferedWriter against bufio.Writer, both 32 KiB.
+func BenchmarkFrameWriteBatched(b *testing.B) {
+	frWriteBench(b, true)
+}
+
+func frWriteBench(b *testing.B, batched bool) {
+	for _, impl := range []string{"framing", "bufio"} {
+		for _, size := range frSizes {
+			b.Run(fmt.Sprintf("impl=%s/size=%d", impl, size), func(b *testing.B) {
+				client, server := frTCPPair(b)
+				done := make(chan struct{})
+				go frDrain(server, done)
+				payload := make([]byte, size)
+				b.SetBytes(int64(4 + size))
+				b.ReportAllocs()
+				var write func() error
+				var flush func() error
+				switch {
+				case impl == "framing" && !batched:
+					w, err := framing.NewWriter(client, frSpec)
+					if err != nil {
+						b.Fatal(err)
+					}
+					write = func() error { return w.WriteFrame(payload) }
+				case impl == "framing":
+					w, err := framing.NewBufferedWriter(client, frSpec, 32<<10)
+					if err != nil {
+						b.Fatal(err)
+					}
+					write, flush = func() error { return w.WriteFrame(payload) }, w.Flush
+				default:
+					bw := bufio.NewWriterSize(client, 32<<10)
+					var hdr [4]byte
+					write = func() error {
+						binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
+						bw.Write(hdr[:])
+						bw.Write(payload)
+						if !batched {
+							return bw.Flush()
+						}
+						return nil
+					}
+					flush = bw.Flush
+				}
+				b.ResetTimer()
+				for range b.N {
+					if err := write(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if flush != nil {
+					if err := flush(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				client.Close()
+				<-done
+				server.Close()
+			})
+		}
+	}
+}

@@ -1,0 +1,5 @@
+package framing
+
+import "encoding/binary"
+
+func binaryLittle() binary.ByteOrder { return binary.LittleEndian }
