@@ -8,16 +8,20 @@
 // (64, 80, 96, 112, 128, 160, … 786432, 917504, 1048576 bytes), the same
 // quarter-octave spacing that memory allocators use. For request sizes spread
 // log-uniformly between 64 B and 1 MiB the average waste,
-// (capacity − requested) / capacity, is 8.5% (power-of-two classes waste about
+// (capacity − requested) / capacity, is 8.4% (power-of-two classes waste about
 // 28%); TestAverageWaste computes the figure exactly. The class of a size is
 // found in O(1) from the position of its highest set bit and the two bits
-// below it, with no search.
+// below it, with no search. (With [WithSizes] classes closer together than a
+// quarter of a power of two, the lookup also steps over the few classes that
+// share one quarter-octave.)
 //
 // Requests larger than the largest class are allocated with exactly the
 // requested length and are not retained when Put. Buffers whose capacity is
 // below the smallest class are dropped on Put.
 //
-// Every Tiered keeps [Stats] with atomic counters cheap enough to leave on.
+// Every Tiered keeps [Stats] with atomic counters cheap enough to leave on:
+// a warm Get and Put cost two atomic additions each (the counters sit on
+// their own cache line, away from the read-only configuration).
 // InUseBytes, the capacity handed out and not yet returned, is how the rest of
 // readyconn proves that an idle connection owns no buffer.
 //
@@ -52,15 +56,16 @@ type Pool interface {
 // Stats is a snapshot of a Tiered pool's counters.
 type Stats struct {
 	Gets         uint64 // calls to Get
-	Puts         uint64 // calls to Put
+	Puts         uint64 // calls to Put with a non-nil buffer
 	Allocs       uint64 // Gets that had to allocate (pool misses and oversized requests)
 	Drops        uint64 // Puts whose buffer was not retained (too small, too large)
-	InUseBuffers int64  // buffers handed out by Get and not yet returned by Put
+	InUseBuffers int64  // Gets − Puts: buffers handed out and not yet returned
 	InUseBytes   int64  // total capacity of those buffers
 }
 
 // DefaultSizes are the size classes of [Default] and of a [NewTiered] pool
-// built without [WithSizes]: four classes per power of two from 64 B to 1 MiB.
+// built without [WithSizes]: four classes per power of two from 64 B to 1 MiB,
+// 57 in all. It must not be modified.
 var DefaultSizes = defaultSizes()
 
 func defaultSizes() []int {
@@ -111,14 +116,23 @@ func bucketUpper(b int) int {
 // or use [Default].
 type Tiered struct {
 	sizes   []int       // ascending class sizes
-	pools   []sync.Pool // one per class, holding *[]byte with cap >= sizes[i]
+	pools   []sync.Pool // one per class, holding *[]byte with sizes[i] <= cap < sizes[i+1]
 	index   []uint8     // bucket -> first class whose size may fit the bucket
 	zeroing bool
 	debug   *debugState
 
+	// The counters change on every Get and Put; keep them off the cache
+	// line of the fields above, which every Get and Put reads.
+	_ [cacheLine]byte
+	// gets and puts count calls; InUseBuffers is their difference, so a
+	// Get or Put costs two atomic additions, not three.
 	gets, puts, allocs, drops atomic.Uint64
-	inUseBuffers, inUseBytes  atomic.Int64
+	inUseBytes                atomic.Int64
+	_                         [cacheLine]byte
 }
+
+// cacheLine is generous on purpose: some CPUs fetch cache lines in pairs.
+const cacheLine = 128
 
 // Option configures a Tiered pool.
 type Option func(*config)
@@ -129,15 +143,18 @@ type config struct {
 	debug   bool
 }
 
-// WithSizes sets the size classes. Sizes must be between 16 B and 1 GiB;
-// duplicates are ignored and order does not matter. NewTiered panics on a size
-// outside that range.
+// WithSizes sets the size classes: at least one and at most 255 distinct
+// sizes, each between 16 B and 1 GiB. Duplicates are ignored and order does
+// not matter; the slice is copied. NewTiered panics on a set outside those
+// limits.
 func WithSizes(sizes ...int) Option {
 	return func(c *config) { c.sizes = slices.Clone(sizes) }
 }
 
-// WithZeroing makes Put clear every buffer it retains, so that no secret
-// survives in pooled memory and every buffer Get returns is all zeros.
+// WithZeroing makes Put clear every buffer it is given, retained or dropped,
+// so that no secret survives in pooled or garbage memory, and makes every
+// buffer Get returns all zeros. Clearing costs time proportional to the
+// buffer's capacity on each Put.
 func WithZeroing() Option {
 	return func(c *config) { c.zeroing = true }
 }
@@ -145,9 +162,13 @@ func WithZeroing() Option {
 // WithDebug turns on checks meant for tests: Put fills the buffer with the
 // repeating pattern [Poison] so that use after release reads recognisable
 // garbage; a second Put of the same buffer, or a Put of a buffer this pool
-// never handed out, panics; [Tiered.Outstanding] lists the buffers not yet
-// returned, with the stack of the Get that took each one. Debug pools are
-// slower: every Get and Put takes a lock and records a stack.
+// never handed out, panics, as does a Put whose capacity differs from the
+// capacity Get handed out (a second Put that comes after the buffer was handed
+// out again cannot be told from the new owner's Put and goes undetected); [Tiered.Outstanding] lists the buffers not yet
+// returned, with the stack of the Get that took each one. Combined with
+// [WithZeroing], Put poisons and Get clears, so both checks keep working.
+// Debug pools are slower: every Get and Put takes a lock and records a
+// stack.
 func WithDebug() Option {
 	return func(c *config) { c.debug = true }
 }
@@ -191,6 +212,7 @@ func NewTiered(opts ...Option) *Tiered {
 		t.debug = &debugState{
 			out:      make(map[*byte]outstanding),
 			returned: make(map[weak.Pointer[byte]]struct{}),
+			sweepAt:  1024,
 		}
 	}
 	// index[b] is the first class able to hold the smallest size of bucket
@@ -226,6 +248,17 @@ func (t *Tiered) classIndex(n int) int {
 	return c
 }
 
+// putIndex returns the index of the largest class of size <= c, the class a
+// buffer of capacity c is kept in, or -1 if c is below the smallest class or
+// above the largest (such buffers are not kept).
+func (t *Tiered) putIndex(c int) int {
+	i := t.classIndex(c)
+	if i >= 0 && t.sizes[i] != c {
+		i-- // largest class below c
+	}
+	return i
+}
+
 // Sizes returns a copy of the pool's class sizes in ascending order.
 func (t *Tiered) Sizes() []int { return slices.Clone(t.sizes) }
 
@@ -246,23 +279,25 @@ func (t *Tiered) Get(n int) *[]byte {
 	if n < 0 {
 		panic("bufferpool: Get with negative length")
 	}
-	t.gets.Add(1)
 	var b *[]byte
 	if c := t.classIndex(n); c >= 0 {
 		if v := t.pools[c].Get(); v != nil {
 			b = v.(*[]byte)
 			*b = (*b)[:n]
+			if t.debug != nil && t.zeroing {
+				clear((*b)[:cap(*b)]) // Put poisoned it instead of clearing
+			}
 		} else {
-			t.allocs.Add(1)
 			s := make([]byte, n, t.sizes[c])
 			b = &s
+			t.allocs.Add(1)
 		}
 	} else {
-		t.allocs.Add(1)
 		s := make([]byte, n)
 		b = &s
+		t.allocs.Add(1)
 	}
-	t.inUseBuffers.Add(1)
+	t.gets.Add(1)
 	t.inUseBytes.Add(int64(cap(*b)))
 	if t.debug != nil {
 		t.debug.got(b)
@@ -270,13 +305,15 @@ func (t *Tiered) Get(n int) *[]byte {
 	return b
 }
 
-// Put returns a buffer obtained from Get. The buffer is routed by its
-// capacity to the largest class it can serve; a capacity below the smallest
-// class or above the largest is dropped and left to the garbage collector.
-// The caller must not use the buffer after Put. Put(nil) is a no-op.
+// Put returns a buffer obtained from Get. The slice may have been resliced
+// to any length, but must start where Get's did and keep its capacity. The
+// buffer is routed by its capacity (never its length) to the largest class
+// it can serve; a capacity below the smallest class or above the largest is
+// dropped and left to the garbage collector. The caller must not use the
+// buffer, or any slice of it, after Put. Put(nil) is a no-op.
 //
 // Without WithDebug, Put does not check where a buffer came from: a buffer
-// from elsewhere is accepted (and skews InUseBytes).
+// from elsewhere is accepted (and skews InUseBuffers and InUseBytes).
 func (t *Tiered) Put(b *[]byte) {
 	if b == nil {
 		return
@@ -286,25 +323,18 @@ func (t *Tiered) Put(b *[]byte) {
 		t.debug.put(b)
 	}
 	t.puts.Add(1)
-	t.inUseBuffers.Add(-1)
 	t.inUseBytes.Add(-int64(c))
-	i := t.classIndex(c)
-	if i >= 0 && t.sizes[i] != c {
-		i-- // largest class below c
-	}
-	if i < 0 {
-		t.drops.Add(1)
-		return
-	}
 	*b = (*b)[:c]
 	switch {
 	case t.debug != nil:
-		poison(*b)
-		if t.zeroing {
-			clear(*b)
-		}
+		poison(*b) // also overwrites secrets; Get clears under WithZeroing
 	case t.zeroing:
 		clear(*b)
+	}
+	i := t.putIndex(c)
+	if i < 0 {
+		t.drops.Add(1)
+		return
 	}
 	t.pools[i].Put(b)
 }
@@ -313,19 +343,23 @@ func (t *Tiered) Put(b *[]byte) {
 // one, so a snapshot taken while other goroutines call Get and Put need not
 // be consistent across fields; it is exact once they are quiet.
 func (t *Tiered) Stats() Stats {
+	puts := t.puts.Load() // before gets, so that a racing pair never shows InUseBuffers < 0
+	gets := t.gets.Load()
 	return Stats{
-		Gets:         t.gets.Load(),
-		Puts:         t.puts.Load(),
+		Gets:         gets,
+		Puts:         puts,
 		Allocs:       t.allocs.Load(),
 		Drops:        t.drops.Load(),
-		InUseBuffers: t.inUseBuffers.Load(),
+		InUseBuffers: int64(gets - puts),
 		InUseBytes:   t.inUseBytes.Load(),
 	}
 }
 
+// poison fills b with repetitions of Poison, doubling each copy.
 func poison(b []byte) {
-	for i := 0; i < len(b); i += len(Poison) {
-		copy(b[i:], Poison)
+	n := copy(b, Poison)
+	for n < len(b) {
+		n += copy(b[n:], b[:n])
 	}
 }
 
@@ -361,8 +395,20 @@ type debugState struct {
 	mu  sync.Mutex
 	out map[*byte]outstanding // keyed by the first byte of the backing array
 	// returned remembers buffers taken back, to tell a double Put from a
-	// foreign one. Weak keys let the collector free buffers sync.Pool drops.
+	// foreign one. Weak keys let the collector free buffers sync.Pool drops;
+	// their dead entries are swept once the map doubles past sweepAt.
 	returned map[weak.Pointer[byte]]struct{}
+	sweepAt  int
+}
+
+// sweep deletes the entries of buffers the collector has freed. d.mu is held.
+func (d *debugState) sweep() {
+	for w := range d.returned {
+		if w.Value() == nil {
+			delete(d.returned, w)
+		}
+	}
+	d.sweepAt = max(2*len(d.returned), 1024)
 }
 
 func key(b *[]byte) *byte {
@@ -396,11 +442,14 @@ func (d *debugState) put(b *[]byte) {
 	if ok {
 		delete(d.out, k)
 		d.returned[weak.Make(k)] = struct{}{}
+		if len(d.returned) >= d.sweepAt {
+			d.sweep()
+		}
 	}
 	d.mu.Unlock()
 	switch {
 	case again:
-		panic(fmt.Sprintf("bufferpool: double Put of a buffer (cap %d) that was already returned", cap(*b)))
+		panic(fmt.Sprintf("bufferpool: double Put of a buffer (cap %d) that was already returned to this pool", cap(*b)))
 	case !ok:
 		panic(fmt.Sprintf("bufferpool: Put of a buffer (cap %d) that this pool did not hand out", cap(*b)))
 	}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package bufferpool_test
+
+const raceEnabled = false
