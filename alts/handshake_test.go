@@ -1,0 +1,765 @@
+package alts
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// hsPKI is a CA with a server and a client certificate, made once.
+type hsPKI struct {
+	pool   *x509.CertPool
+	server tls.Certificate // localhost, 127.0.0.1, ::1
+	client tls.Certificate // CN "client"
+}
+
+var (
+	hsPKIOnce      sync.Once
+	hsPKIA, hsPKIB *hsPKI // two unrelated CAs
+	errHsPKI       error
+	hsTimeout      = 10 * time.Second
+)
+
+func newHsPKI(name string) (*hsPKI, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name + " CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (tls.Certificate, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		}
+		if server {
+			tmpl.DNSNames = []string{"localhost"}
+			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	}
+	p := &hsPKI{pool: x509.NewCertPool()}
+	p.pool.AddCert(ca)
+	if p.server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, true); err != nil {
+		return nil, err
+	}
+	if p.client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, false); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func hsPKIs(t testing.TB) (a, b *hsPKI) {
+	hsPKIOnce.Do(func() {
+		if hsPKIA, errHsPKI = newHsPKI("A"); errHsPKI != nil {
+			return
+		}
+		hsPKIB, errHsPKI = newHsPKI("B")
+	})
+	require.NoError(t, errHsPKI)
+	return hsPKIA, hsPKIB
+}
+
+func hsServerConfig(p *hsPKI, mutual bool) *tls.Config {
+	cfg := &tls.Config{Certificates: []tls.Certificate{p.server}}
+	if mutual {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = p.pool
+	}
+	return cfg
+}
+
+func hsClientConfig(p *hsPKI, cert bool) *tls.Config {
+	cfg := &tls.Config{RootCAs: p.pool, ServerName: "localhost"}
+	if cert {
+		cfg.Certificates = []tls.Certificate{p.client}
+	}
+	return cfg
+}
+
+// hsTCPPair returns the two ends of a loopback TCP connection.
+func hsTCPPair(t testing.TB) (client, server net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	r := <-ch
+	require.NoError(t, r.err)
+	t.Cleanup(func() { client.Close(); r.c.Close() })
+	return client, r.c
+}
+
+type hsResult struct {
+	conn *Conn
+	err  error
+}
+
+// hsPair runs Client and Server on the ends of a TCP connection.
+func hsPair(t testing.TB, ccfg, scfg *tls.Config) (client, server hsResult) {
+	cc, sc := hsTCPPair(t)
+	cc.SetDeadline(time.Now().Add(hsTimeout))
+	sc.SetDeadline(time.Now().Add(hsTimeout))
+	ch := make(chan hsResult, 1)
+	go func() {
+		c, err := Server(sc, scfg)
+		ch <- hsResult{c, err}
+	}()
+	c, err := Client(cc, ccfg)
+	client = hsResult{c, err}
+	server = <-ch
+	for _, r := range []hsResult{client, server} {
+		if r.conn != nil {
+			t.Cleanup(func() { r.conn.Close() })
+		}
+	}
+	return client, server
+}
+
+func TestHandshakeMutualTLS(t *testing.T) {
+	a, _ := hsPKIs(t)
+	var clientVerified, serverVerified atomic.Int32
+	scfg := hsServerConfig(a, true)
+	scfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+		serverVerified.Add(1)
+		if len(chains) == 0 || chains[0][0].Subject.CommonName != "client" {
+			return errors.New("unexpected client")
+		}
+		return nil
+	}
+	ccfg := hsClientConfig(a, true)
+	ccfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+		clientVerified.Add(1)
+		return nil
+	}
+	c, s := hsPair(t, ccfg, scfg)
+	require.NoError(t, c.err)
+	require.NoError(t, s.err)
+	assert.EqualValues(t, 1, clientVerified.Load())
+	assert.EqualValues(t, 1, serverVerified.Load())
+
+	cs, ss := c.conn.ConnectionState(), s.conn.ConnectionState()
+	for _, st := range []tls.ConnectionState{cs, ss} {
+		assert.True(t, st.HandshakeComplete)
+		assert.Equal(t, uint16(tls.VersionTLS13), st.Version)
+		assert.Equal(t, ALPN, st.NegotiatedProtocol)
+		require.NotEmpty(t, st.PeerCertificates)
+		require.NotEmpty(t, st.VerifiedChains)
+	}
+	assert.Equal(t, "server", cs.PeerCertificates[0].Subject.CommonName)
+	assert.Equal(t, "client", ss.PeerCertificates[0].Subject.CommonName)
+	assert.Equal(t, "localhost", ss.ServerName)
+	assert.False(t, cs.DidResume)
+
+	// Both ends derived the same exporter secret.
+	ck, err := cs.ExportKeyingMaterial("x", nil, 16)
+	require.NoError(t, err)
+	sk, err := ss.ExportKeyingMaterial("x", nil, 16)
+	require.NoError(t, err)
+	assert.Equal(t, ck, sk)
+
+	hsEcho(t, c.conn, s.conn)
+}
+
+// echo sends a message each way and checks it arrives.
+func hsEcho(t testing.TB, c, s net.Conn) {
+	t.Helper()
+	msg := []byte("ping over alts")
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(s, buf); err != nil {
+			errc <- err
+			return
+		}
+		_, err := s.Write(bytes.ToUpper(buf))
+		errc <- err
+	}()
+	_, err := c.Write(msg)
+	require.NoError(t, err)
+	got := make([]byte, len(msg))
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	require.NoError(t, <-errc)
+	assert.Equal(t, bytes.ToUpper(msg), got)
+}
+
+// TestHandshakeDataRightAfter checks that nothing sent right after the
+// handshake is lost at the switch to ALTS: both ends write as soon as their
+// handshake returns, before the peer's handshake may have returned.
+func TestHandshakeDataRightAfter(t *testing.T) {
+	a, _ := hsPKIs(t)
+	for _, mutual := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mutual=%v", mutual), func(t *testing.T) {
+			for i := range 30 {
+				cc, sc := hsTCPPair(t)
+				cc.SetDeadline(time.Now().Add(hsTimeout))
+				sc.SetDeadline(time.Now().Add(hsTimeout))
+				msgC := bytes.Repeat([]byte{byte(i), 'c'}, 100+i*37)
+				msgS := bytes.Repeat([]byte{byte(i), 's'}, 50+i*91)
+				errc := make(chan error, 1)
+				var gotC []byte
+				go func() {
+					s, err := Server(sc, hsServerConfig(a, mutual))
+					if err != nil {
+						errc <- err
+						return
+					}
+					defer s.Close()
+					// Server writes first, before reading anything.
+					if _, err := s.Write(msgS); err != nil {
+						errc <- err
+						return
+					}
+					gotC = make([]byte, 3*len(msgC))
+					_, err = io.ReadFull(s, gotC)
+					errc <- err
+				}()
+				c, err := Client(cc, hsClientConfig(a, mutual))
+				require.NoError(t, err)
+				for range 3 {
+					_, err = c.Write(msgC)
+					require.NoError(t, err)
+				}
+				gotS := make([]byte, len(msgS))
+				_, err = io.ReadFull(c, gotS)
+				require.NoError(t, err)
+				require.NoError(t, <-errc)
+				require.Equal(t, msgS, gotS)
+				require.Equal(t, bytes.Repeat(msgC, 3), gotC)
+				c.Close()
+			}
+		})
+	}
+}
+
+func TestHandshakeWrongRootCA(t *testing.T) {
+	a, b := hsPKIs(t)
+	c, s := hsPair(t, hsClientConfig(b, false), hsServerConfig(a, false))
+	require.Error(t, c.err)
+	assert.ErrorIs(t, c.err, ErrHandshake)
+	var verr *tls.CertificateVerificationError
+	assert.ErrorAs(t, c.err, &verr)
+	require.Error(t, s.err)
+	assert.ErrorIs(t, s.err, ErrHandshake)
+	assert.ErrorContains(t, s.err, "bad certificate", "server sees the client's alert")
+}
+
+func TestHandshakeClientCertRequired(t *testing.T) {
+	a, b := hsPKIs(t)
+	// The server requires a client certificate from CA a; the client
+	// presents one from CA b. The server refuses it.
+	ccfg := hsClientConfig(a, false)
+	ccfg.Certificates = []tls.Certificate{b.client}
+	c, s := hsPair(t, ccfg, hsServerConfig(a, true))
+	require.Error(t, s.err)
+	assert.ErrorIs(t, s.err, ErrHandshake)
+	assert.ErrorContains(t, s.err, "certificate")
+	// In TLS 1.3 the client's handshake is over before the server
+	// judges its certificate; the refusal reaches the client as a failed
+	// first read, never as data.
+	if c.err == nil {
+		c.conn.SetReadDeadline(time.Now().Add(hsTimeout))
+		n, err := c.conn.Read(make([]byte, 10))
+		assert.Zero(t, n)
+		assert.Error(t, err)
+		assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	}
+
+	// Without any certificate, too.
+	c, s = hsPair(t, hsClientConfig(a, false), hsServerConfig(a, true))
+	assert.ErrorIs(t, s.err, ErrHandshake)
+	assert.ErrorContains(t, s.err, "certificate")
+}
+
+func TestHandshakeVerifyPeerCertificateRejects(t *testing.T) {
+	a, _ := hsPKIs(t)
+	errNope := errors.New("not on the allow list")
+	ccfg := hsClientConfig(a, false)
+	ccfg.VerifyPeerCertificate = func([][]byte, [][]*x509.Certificate) error { return errNope }
+	c, s := hsPair(t, ccfg, hsServerConfig(a, false))
+	assert.ErrorIs(t, c.err, errNope)
+	assert.ErrorIs(t, c.err, ErrHandshake)
+	assert.ErrorIs(t, s.err, ErrHandshake)
+}
+
+// TestHandshakePlainTLSPeers runs alts against crypto/tls peers that do not
+// speak alts; every combination must fail the handshake on the alts side.
+func TestHandshakePlainTLSPeers(t *testing.T) {
+	a, _ := hsPKIs(t)
+	tests := []struct {
+		name   string
+		server bool // the alts side is the server
+		peer   *tls.Config
+		want   error // on the alts side, besides ErrHandshake
+	}{
+		{"tls13 client h2", true, &tls.Config{RootCAs: a.pool, ServerName: "localhost", NextProtos: []string{"h2"}}, nil},
+		{"tls13 client no ALPN", true, &tls.Config{RootCAs: a.pool, ServerName: "localhost"}, ErrALPN},
+		{"tls12 client", true, &tls.Config{RootCAs: a.pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12, NextProtos: []string{ALPN}}, nil},
+		{"tls13 server no ALPN", false, &tls.Config{Certificates: []tls.Certificate{a.server}}, ErrALPN},
+		{"tls12 server", false, &tls.Config{Certificates: []tls.Certificate{a.server}, MaxVersion: tls.VersionTLS12, NextProtos: []string{ALPN}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc, sc := hsTCPPair(t)
+			cc.SetDeadline(time.Now().Add(hsTimeout))
+			sc.SetDeadline(time.Now().Add(hsTimeout))
+			peerErr := make(chan error, 1)
+			var altsErr error
+			if tt.server {
+				go func() {
+					tc := tls.Client(cc, tt.peer)
+					err := tc.Handshake()
+					if err == nil {
+						// TLS 1.3 clients finish first; the
+						// refusal arrives on the next read.
+						_, err = tc.Read(make([]byte, 1))
+					}
+					peerErr <- err
+				}()
+				_, altsErr = Server(sc, hsServerConfig(a, false))
+			} else {
+				go func() {
+					tc := tls.Server(sc, tt.peer)
+					err := tc.Handshake()
+					if err == nil {
+						_, err = tc.Read(make([]byte, 1))
+					}
+					peerErr <- err
+				}()
+				_, altsErr = Client(cc, hsClientConfig(a, false))
+			}
+			require.Error(t, altsErr)
+			assert.ErrorIs(t, altsErr, ErrHandshake)
+			if tt.want != nil {
+				assert.ErrorIs(t, altsErr, tt.want)
+			}
+			assert.Error(t, <-peerErr, "the plain TLS peer must not see a working connection")
+		})
+	}
+}
+
+func TestHandshakeConfigRefusesTLS13(t *testing.T) {
+	a, _ := hsPKIs(t)
+	cc, _ := hsTCPPair(t)
+	ccfg := hsClientConfig(a, false)
+	ccfg.MaxVersion = tls.VersionTLS12
+	_, err := Client(cc, ccfg)
+	assert.ErrorIs(t, err, ErrHandshake)
+	// Client closed the socket.
+	_, err = cc.Write([]byte{1})
+	assert.ErrorIs(t, err, net.ErrClosed)
+
+	cc, _ = hsTCPPair(t)
+	_, err = Client(cc, nil)
+	assert.ErrorIs(t, err, ErrHandshake)
+}
+
+func TestHandshakeDeadlinesAndCancel(t *testing.T) {
+	a, _ := hsPKIs(t)
+	t.Run("conn deadline", func(t *testing.T) {
+		cc, _ := hsTCPPair(t) // the server never answers
+		cc.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := Client(cc, hsClientConfig(a, false))
+		assert.ErrorIs(t, err, ErrHandshake)
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	})
+	t.Run("server conn deadline", func(t *testing.T) {
+		_, sc := hsTCPPair(t) // the client never sends a hello
+		sc.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := Server(sc, hsServerConfig(a, false))
+		assert.ErrorIs(t, err, ErrHandshake)
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	})
+	t.Run("context deadline", func(t *testing.T) {
+		cc, _ := hsTCPPair(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := ClientContext(ctx, cc, hsClientConfig(a, false))
+		assert.ErrorIs(t, err, ErrHandshake)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	})
+	t.Run("context cancel", func(t *testing.T) {
+		_, sc := hsTCPPair(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		_, err := ServerContext(ctx, sc, hsServerConfig(a, false))
+		assert.ErrorIs(t, err, ErrHandshake)
+		assert.ErrorIs(t, err, context.Canceled)
+	})
+	t.Run("context done before", func(t *testing.T) {
+		cc, _ := hsTCPPair(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := ClientContext(ctx, cc, hsClientConfig(a, false))
+		assert.ErrorIs(t, err, context.Canceled)
+	})
+	t.Run("deadline cleared after success", func(t *testing.T) {
+		cc, sc := hsTCPPair(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ch := make(chan hsResult, 1)
+		go func() {
+			s, err := ServerContext(ctx, sc, hsServerConfig(a, false))
+			ch <- hsResult{s, err}
+		}()
+		c, err := ClientContext(ctx, cc, hsClientConfig(a, false))
+		require.NoError(t, err)
+		defer c.Close()
+		s := <-ch
+		require.NoError(t, s.err)
+		defer s.conn.Close()
+		cancel() // must not break the established connection
+		hsEcho(t, c, s.conn)
+	})
+}
+
+func TestHandshakePeerResetsMidway(t *testing.T) {
+	a, _ := hsPKIs(t)
+	cc, sc := hsTCPPair(t)
+	go func() {
+		// Read the ClientHello, then vanish.
+		buf := make([]byte, 5)
+		io.ReadFull(sc, buf)
+		sc.(*net.TCPConn).SetLinger(0)
+		sc.Close()
+	}()
+	cc.SetDeadline(time.Now().Add(hsTimeout))
+	_, err := Client(cc, hsClientConfig(a, false))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrHandshake)
+}
+
+// TestRecordConn checks that the handshake's view of the socket never reads
+// past the end of a TLS record.
+func TestRecordConn(t *testing.T) {
+	rec := func(typ byte, body string) []byte {
+		return append([]byte{typ, 3, 3, byte(len(body) >> 8), byte(len(body))}, body...)
+	}
+	stream := append(append(rec(22, "hello"), rec(23, "")...), rec(23, "world!")...)
+	stream = append(stream, "ALTS-FRAME"...)
+
+	t.Run("whole records", func(t *testing.T) {
+		for _, size := range []int{1, 3, 5, 7, 100} {
+			src := bytes.NewReader(stream)
+			rc := &recordConn{Conn: hsReaderConn{src}}
+			var got []byte
+			want := len(stream) - len("ALTS-FRAME")
+			for len(got) < want {
+				buf := make([]byte, size)
+				n, err := rc.Read(buf)
+				require.NoError(t, err)
+				require.Positive(t, n)
+				got = append(got, buf[:n]...)
+			}
+			assert.Equal(t, stream[:want], got, "size %d", size)
+			assert.Equal(t, len("ALTS-FRAME"), src.Len(), "size %d: bytes after the last record were consumed", size)
+			assert.Zero(t, rc.remaining)
+			assert.Zero(t, rc.hdrOff)
+		}
+	})
+	t.Run("truncated body", func(t *testing.T) {
+		rc := &recordConn{Conn: hsReaderConn{bytes.NewReader(rec(22, "hello")[:8])}}
+		buf := make([]byte, 100)
+		n, err := rc.Read(buf)
+		require.NoError(t, err)
+		assert.Equal(t, 5, n)
+		n, err = rc.Read(buf)
+		assert.Equal(t, 3, n)
+		if err == nil {
+			_, err = rc.Read(buf)
+		}
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	})
+	t.Run("truncated header", func(t *testing.T) {
+		rc := &recordConn{Conn: hsReaderConn{bytes.NewReader([]byte{22, 3})}}
+		buf := make([]byte, 100)
+		n, err := rc.Read(buf)
+		assert.Equal(t, 2, n)
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	})
+	t.Run("oversized record body is not read", func(t *testing.T) {
+		src := bytes.NewReader(append([]byte{23, 3, 3, 0xff, 0xff}, make([]byte, 100)...))
+		rc := &recordConn{Conn: hsReaderConn{src}}
+		buf := make([]byte, 100)
+		n, err := rc.Read(buf)
+		require.NoError(t, err)
+		assert.Equal(t, 5, n)
+		_, err = rc.Read(buf)
+		assert.ErrorIs(t, err, errRecordTooLarge)
+		assert.Equal(t, 100, src.Len())
+	})
+}
+
+// hsReaderConn is a net.Conn that only reads, from an io.Reader.
+type hsReaderConn struct{ r io.Reader }
+
+func (c hsReaderConn) Read(p []byte) (int, error)     { return c.r.Read(p) }
+func (hsReaderConn) Write(p []byte) (int, error)      { return 0, errors.ErrUnsupported }
+func (hsReaderConn) Close() error                     { return nil }
+func (hsReaderConn) LocalAddr() net.Addr              { return nil }
+func (hsReaderConn) RemoteAddr() net.Addr             { return nil }
+func (hsReaderConn) SetDeadline(time.Time) error      { return nil }
+func (hsReaderConn) SetReadDeadline(time.Time) error  { return nil }
+func (hsReaderConn) SetWriteDeadline(time.Time) error { return nil }
+
+func FuzzRecordConn(f *testing.F) {
+	f.Add([]byte{22, 3, 3, 0, 2, 'h', 'i', 'x', 'y'}, uint8(3))
+	f.Add([]byte{23, 3, 3, 0xff, 0xff, 1, 2, 3}, uint8(1))
+	f.Add([]byte{23, 3}, uint8(7))
+	f.Add([]byte("000"), uint8(1))
+	f.Add([]byte{}, uint8(38))
+	f.Fuzz(func(t *testing.T, data []byte, size uint8) {
+		src := bytes.NewReader(data)
+		rc := &recordConn{Conn: hsReaderConn{src}}
+		buf := make([]byte, int(size)+1)
+		var got []byte
+		for {
+			n, err := rc.Read(buf)
+			got = append(got, buf[:n]...)
+			if n == 0 {
+				require.Error(t, err, "Read returned 0, nil")
+				break
+			}
+		}
+		// Whatever was returned is a prefix of the input, and the reader
+		// never consumed bytes it did not return.
+		require.True(t, bytes.Equal(data[:len(got)], got), "returned bytes are not a prefix of the input")
+		require.Equal(t, len(data)-len(got), src.Len())
+		// The bytes returned never end past a record boundary unless the
+		// input is exhausted: walk the records.
+		off := 0
+		for off+recordHeaderLen <= len(got) {
+			l := int(got[off+3])<<8 | int(got[off+4])
+			if l > maxRecordLen {
+				require.Equal(t, off+recordHeaderLen, len(got), "read past an oversized header")
+				return
+			}
+			off += recordHeaderLen + l
+		}
+	})
+}
+
+func TestListenerSlowClientDoesNotBlockOthers(t *testing.T) {
+	a, _ := hsPKIs(t)
+	var hsErrs atomic.Int32
+	lc := ListenConfig{
+		HandshakeTimeout: 300 * time.Millisecond,
+		HandshakeError:   func(net.Addr, error) { hsErrs.Add(1) },
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0", hsServerConfig(a, false))
+	require.NoError(t, err)
+	defer ln.Close()
+
+	// A client that connects and never speaks.
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer silent.Close()
+
+	accepted := make(chan hsResult, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- hsResult{nil, err}
+			return
+		}
+		accepted <- hsResult{c.(*Conn), nil}
+	}()
+	ccfg := hsClientConfig(a, false)
+	ccfg.ServerName = "" // taken from the address by Dial
+	c, err := Dial("tcp", ln.Addr().String(), ccfg)
+	require.NoError(t, err)
+	defer c.Close()
+	select {
+	case r := <-accepted:
+		require.NoError(t, r.err)
+		defer r.conn.Close()
+		// Dial checked the certificate against the IP of the address.
+		assert.Equal(t, "server", c.ConnectionState().PeerCertificates[0].Subject.CommonName)
+		hsEcho(t, c, r.conn)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept blocked by a silent client")
+	}
+
+	// The silent client's handshake times out and its socket is closed.
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = silent.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+	require.Eventually(t, func() bool { return hsErrs.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestListenerClose(t *testing.T) {
+	a, _ := hsPKIs(t)
+	ln, err := Listen("tcp", "127.0.0.1:0", hsServerConfig(a, false))
+	require.NoError(t, err)
+
+	// A handshake in progress and a blocked Accept, when Close comes.
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer silent.Close()
+	acceptErr := make(chan error, 1)
+	go func() {
+		_, err := ln.Accept()
+		acceptErr <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, ln.Close())
+	select {
+	case err := <-acceptErr:
+		assert.ErrorIs(t, err, net.ErrClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept not unblocked by Close")
+	}
+	_, err = ln.Accept()
+	assert.ErrorIs(t, err, net.ErrClosed)
+	assert.ErrorIs(t, ln.Close(), net.ErrClosed)
+	// The in-progress handshake was interrupted and its socket closed.
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = silent.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+	_, err = Dial("tcp", ln.Addr().String(), hsClientConfig(a, false))
+	assert.Error(t, err)
+}
+
+func TestListenerClosesUnacceptedConns(t *testing.T) {
+	a, _ := hsPKIs(t)
+	ln := NewListener(hsListen(t), hsServerConfig(a, false))
+	c, err := Dial("tcp", ln.Addr().String(), hsClientConfig(a, false))
+	require.NoError(t, err)
+	defer c.Close()
+	// The handshake completed but nobody calls Accept; Close must close
+	// the handshaken connection rather than leak it.
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, ln.Close())
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+}
+
+func TestListenerManyClients(t *testing.T) {
+	a, _ := hsPKIs(t)
+	lc := ListenConfig{MaxHandshakes: 4}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0", hsServerConfig(a, true))
+	require.NoError(t, err)
+	defer ln.Close()
+	const n = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := Dial("tcp", ln.Addr().String(), hsClientConfig(a, true))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			msg := fmt.Appendf(nil, "client %d", i)
+			if _, err := c.Write(msg); err != nil {
+				errs <- err
+				return
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, got); err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got, msg) {
+				errs <- fmt.Errorf("echo %q, want %q", got, msg)
+			}
+		}()
+	}
+	for range n {
+		c, err := ln.Accept()
+		require.NoError(t, err)
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func hsListen(t testing.TB) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return ln
+}
+
+// hsFailingListener fails every Accept with a permanent error.
+type hsFailingListener struct{ net.Listener }
+
+var errHsBroken = errors.New("listener broke")
+
+func (hsFailingListener) Accept() (net.Conn, error) { return nil, errHsBroken }
+
+func TestListenerInnerError(t *testing.T) {
+	a, _ := hsPKIs(t)
+	inner := hsListen(t)
+	ln := NewListener(hsFailingListener{inner}, hsServerConfig(a, false))
+	_, err := ln.Accept()
+	assert.ErrorIs(t, err, errHsBroken)
+	_, err = ln.Accept()
+	assert.ErrorIs(t, err, errHsBroken)
+	require.NoError(t, ln.Close())
+}
