@@ -1,44 +1,5 @@
 package alts
 
-// Security
-//
-// (Referenced from the package documentation; the lead merges this block
-// into doc.go.)
-//
-// Client and Server authenticate a connection with an ordinary TLS 1.3
-// handshake run by crypto/tls, so everything tls.Config offers applies:
-// server certificates checked against RootCAs and ServerName, mutual TLS with
-// ClientAuth and ClientCAs, VerifyPeerCertificate and VerifyConnection hooks.
-// Versions below TLS 1.3 are refused, and both sides insist on the ALPN
-// protocol [ALPN], so a peer that speaks plain TLS (or TLS for another
-// protocol) fails the handshake instead of exchanging data it cannot read.
-// When the handshake completes, both sides hold the same TLS 1.3 exporter
-// secret, which is bound to the full handshake transcript (both key shares,
-// the certificates and the Finished messages). The 44-byte record key is
-// ExportKeyingMaterial(ExporterLabel, "ALTSRP_GCM_AES128_REKEY", 44) (RFC
-// 8446 section 7.5), so it is known only to the two endpoints, fresh for
-// every connection (ephemeral (EC)DHE), and never used by TLS itself. The
-// rest of the connection runs the ALTS record protocol ALTSRP_GCM_AES128_REKEY
-// with that key: every frame is sealed with AES-128-GCM under a key derived
-// from the record key and the frame counter, and the nonce is the 96-bit
-// frame counter with a direction bit that is set only for frames sent by the
-// server. Both directions use the same record key, as in Google's ALTS; the
-// direction bit makes the (key, nonce) pairs of the two directions disjoint,
-// the counter makes them unique within a direction, and the record layer
-// refuses to send or accept a frame once the counter would wrap, so a nonce
-// is never used twice with one key. An active attacker on the path can
-// delay, drop or cut the byte stream, and the receiver notices any change to
-// a frame's contents, order, or a replayed or reflected frame (the counter
-// or the direction bit would not match, and the GCM tag fails; the failure is
-// sticky). What the attacker can do is stop the stream at a frame boundary:
-// ALTS has no close_notify, so a clean-looking EOF after a whole frame is
-// indistinguishable from the peer closing the connection, and protocols that
-// need to know that a message is complete must frame it themselves (HTTP/2
-// and gRPC do). Lengths, timing and the number of frames are visible to an
-// observer. Client certificate failures in TLS 1.3 are reported by the
-// server after the client's handshake has already returned: the client then
-// sees its first read fail rather than Client.
-
 import (
 	"context"
 	"crypto/tls"
