@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -252,8 +251,6 @@ func connPair(t testing.TB, protocol string, tcp bool, pool bufferpool.Pool, opt
 	t.Cleanup(func() { cl.Close(); sv.Close() })
 	return cl, sv
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }
 
 // chanConn is a net.Conn whose reads come from chunks sent on a channel.
 // It is also a readyreader.Reader that, like the Unix RawConn path, takes a

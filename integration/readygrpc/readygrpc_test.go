@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 TestCredentialsInfo checks the deprecated ProtocolInfo fields that credentials must still fill.
+
 package readygrpc
 
 import (
