@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"syscall"
+	"time"
+)
+
+// mode is one way of holding idle connections. Adding a mode is adding one
+// entry to the modes table.
+type mode struct {
+	name string
+	desc string // one line for the table's legend
+	// usesPool reports whether the mode takes its buffers from env.pool,
+	// so that the pool's InUseBytes is meaningful (and must be 0 when idle).
+	usesPool bool
+	// fdsPerConn is the number of file descriptors one connection (both
+	// ends) uses; the open-file precondition is computed from it.
+	fdsPerConn int
+	// open opens env.n connections, exchanges one message on each, and
+	// returns with a reader blocked on every end. Everything it creates
+	// must be registered with env.track/onClose/spawn.
+	open func(e *env) error
+}
+
+// modes is the table of modes, in the order they are reported. The first
+// entry is the floor that ratios are computed against.
+var modes = []mode{
+	{
+		name:       "floor",
+		desc:       "goroutine parked in syscall.RawConn.Read holding no buffer, on both ends",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newFloor) },
+	},
+	{
+		name:       "bufio",
+		desc:       "net.Conn + bufio.NewReaderSize(conn, 32 KiB), blocked in Read, on both ends",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newBufio) },
+	},
+	{
+		name:       "readyreader",
+		desc:       "readyreader.NewBuffered(readyreader.New(conn), 32 KiB, pool), blocked in Read, on both ends",
+		usesPool:   true,
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newReady) },
+	},
+	{
+		name:       "framing",
+		desc:       "framing.NewReader(conn, 4-byte length, WithPool), blocked in ReadFrame, on both ends",
+		usesPool:   true,
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newFraming) },
+	},
+	{
+		name:       "tls",
+		desc:       "crypto/tls 1.3, blocked in Read with a 64 B application buffer, on both ends",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newTLS) },
+	},
+	{
+		name:       "alts",
+		desc:       "alts.Client/alts.Server (TLS 1.3 handshake, ALTS records), blocked in Read with a 64 B buffer",
+		usesPool:   true,
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newALTS) },
+	},
+	{
+		name:       "grpc-plaintext",
+		desc:       "grpc-go ClientConn + its server transport (insecure), after one health RPC",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return openGRPC(e, grpcPlaintext) },
+	},
+	{
+		name:       "grpc-tls",
+		desc:       "grpc-go ClientConn + its server transport over crypto/tls 1.3, after one health RPC",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return openGRPC(e, grpcTLS) },
+	},
+	{
+		name:       "grpc-readyconn",
+		desc:       "grpc-go over readygrpc.NewCredentials (TLS 1.3 handshake, ALTS records), after one health RPC",
+		usesPool:   true,
+		fdsPerConn: 2,
+		open:       func(e *env) error { return openGRPC(e, grpcReadyconn) },
+	},
+}
+
+// findMode returns the mode called name.
+func findMode(name string) (mode, bool) {
+	for _, m := range modes {
+		if m.name == name {
+			return m, true
+		}
+	}
+	return mode{}, false
+}
+
+func modeNames() []string {
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = m.name
+	}
+	return names
+}
+
+// rawEnd is the part every endpoint shares: the connection and, for the
+// floor, its RawConn.
+type rawEnd struct {
+	c  net.Conn
+	rc syscall.RawConn
+}
+
+func (r rawEnd) send() error {
+	_, err := r.c.Write(message)
+	return err
+}
+
+func newFloor(_ *env, c net.Conn, _ bool) (endpoint, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a syscall.Conn", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return newFloorEnd(rawEnd{c: c, rc: rc}), nil
+}
+
+// bufioEnd is the classic baseline: a bufio.Reader whose 32 KiB buffer is
+// pinned by the blocked Read for as long as the peer is silent.
+type bufioEnd struct {
+	rawEnd
+	br *bufio.Reader
+}
+
+func newBufio(_ *env, c net.Conn, _ bool) (endpoint, error) {
+	return &bufioEnd{rawEnd: rawEnd{c: c}, br: bufio.NewReaderSize(c, 32<<10)}, nil
+}
+
+func (b *bufioEnd) recv() error {
+	_, err := b.br.Discard(msgLen)
+	return err
+}
+
+// tlsEnd reads from a crypto/tls connection into a small application
+// buffer, so that what it holds is what crypto/tls itself keeps.
+type tlsEnd struct {
+	tc  *tls.Conn
+	buf [msgLen]byte
+}
+
+func newTLS(e *env, c net.Conn, client bool) (endpoint, error) {
+	cfg, err := e.tlsConfigs()
+	if err != nil {
+		return nil, err
+	}
+	var tc *tls.Conn
+	if client {
+		tc = tls.Client(c, cfg.client)
+	} else {
+		tc = tls.Server(c, cfg.server)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return &tlsEnd{tc: tc}, nil
+}
+
+func (t *tlsEnd) recv() error {
+	_, err := io.ReadFull(t.tc, t.buf[:])
+	return err
+}
+
+func (t *tlsEnd) send() error {
+	_, err := t.tc.Write(message)
+	return err
+}
+
+// tlsConfigs holds a matching TLS 1.3 client and server configuration with
+// a freshly generated ECDSA P-256 certificate for 127.0.0.1.
+type tlsConfigs struct {
+	server, client *tls.Config
+}
+
+func (e *env) tlsConfigs() (*tlsConfigs, error) {
+	e.tlsOnce.Do(func() { e.tls, e.tlsErr = newTLSConfigs() })
+	return e.tls, e.tlsErr
+}
+
+func newTLSConfigs() (*tlsConfigs, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "idlemem"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return &tlsConfigs{
+		server: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS13,
+		},
+		client: &tls.Config{
+			RootCAs:    roots,
+			ServerName: "127.0.0.1",
+			MinVersion: tls.VersionTLS13,
+		},
+	}, nil
+}
