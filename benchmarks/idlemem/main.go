@@ -319,7 +319,7 @@ func checkOpenFiles(cfg config, stderr io.Writer) error {
 	if limit > spareFDs {
 		fit = int(limit-spareFDs) / fds
 	}
-	return fmt.Errorf("N = %d needs about %d open files (%d per connection for its two ends, plus %d spare), "+
+	return fmt.Errorf("-n %d needs about %d open files (%d per connection for its two ends, plus %d spare), "+
 		"but the open-file limit is %d even after raising the soft limit to the hard limit; at most %d connections fit.\n"+
 		"Raise the hard limit (ulimit -Hn, /etc/security/limits.conf, launchctl limit maxfiles) or use a smaller -n / -scaling",
 		maxN, need, fds, spareFDs, limit, fit)
