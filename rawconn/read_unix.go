@@ -21,6 +21,7 @@ import (
 type Reader struct {
 	rc     syscall.RawConn
 	stream bool               // SOCK_STREAM socket or a non-socket (pipe): reads may be short
+	eof    bool               // a zero read is end of stream (everything but datagram and raw sockets)
 	read   func(uintptr) bool // r.readFD, bound once so ReadOnReady does not allocate
 
 	// State of the call in progress, shared with the callback.
@@ -49,7 +50,7 @@ func New(c syscall.Conn) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rawconn: SyscallConn: %w", err)
 	}
-	r := &Reader{rc: rc, stream: true}
+	r := &Reader{rc: rc, stream: true, eof: true}
 	var soType int
 	var soErr error
 	if err := rc.Control(func(fd uintptr) {
@@ -61,6 +62,12 @@ func New(c syscall.Conn) (*Reader, error) {
 	// semantics.
 	if soErr == nil && soType != syscall.SOCK_STREAM {
 		r.stream = false
+	}
+	// As in the net package, a zero read ends the stream for every socket
+	// type but datagram and raw ones: a SOCK_SEQPACKET peer that closed
+	// reads as 0 bytes forever.
+	if soErr == nil && (soType == syscall.SOCK_DGRAM || soType == syscall.SOCK_RAW) {
+		r.eof = false
 	}
 	r.read = r.readFD
 	return r, nil
@@ -74,7 +81,9 @@ func New(c syscall.Conn) (*Reader, error) {
 // On success it returns the buffer and n > 0; the bytes are (*buf)[:n], and
 // the caller owns buf and must Put it back to pool exactly once. On every
 // other return buf is nil and nothing is owed to the pool. At the end of a
-// stream it returns io.EOF; a zero-length datagram returns (nil, 0, nil).
+// stream, and of a sequenced-packet (unixpacket) connection, it returns
+// io.EOF; a zero-length datagram of a datagram or raw socket returns
+// (nil, 0, nil).
 // Errors from the runtime poller (deadline, close) are returned as the
 // syscall.RawConn reports them, so errors.Is(err, os.ErrDeadlineExceeded) and
 // errors.Is(err, net.ErrClosed) work for net sockets; a failed read(2)
@@ -103,7 +112,7 @@ func (r *Reader) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte, int, erro
 		if buf != nil {
 			pool.Put(buf)
 		}
-		if r.stream {
+		if r.eof {
 			return nil, 0, io.EOF
 		}
 		return nil, 0, nil

@@ -472,3 +472,42 @@ func TestPipe(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	require.Zero(t, pool.Stats().InUseBytes)
 }
+
+// TestSeqPacketEOF checks that a SOCK_SEQPACKET socket ends with io.EOF
+// once the peer closes, as net.UnixConn.Read reports it (the net package
+// treats a zero read as end of stream for every socket type but datagram and
+// raw). A (nil, 0, nil) there would make every caller's read loop spin.
+func TestSeqPacketEOF(t *testing.T) {
+	addr := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unixpacket", addr)
+	if err != nil {
+		t.Skipf("unixpacket not supported: %v", err)
+	}
+	defer ln.Close()
+	w, err := net.Dial("unixpacket", addr)
+	require.NoError(t, err)
+	defer w.Close()
+	rc, err := ln.Accept()
+	require.NoError(t, err)
+	defer rc.Close()
+	pool := debugPool()
+	r, err := rawconn.New(rc.(*net.UnixConn))
+	require.NoError(t, err)
+
+	msg := bytes.Repeat([]byte("p"), 300)
+	_, err = w.Write(msg)
+	require.NoError(t, err)
+	buf, n, err := r.ReadOnReady(4096, pool)
+	require.NoError(t, err)
+	require.Equal(t, msg, (*buf)[:n], "a packet is read whole")
+	pool.Put(buf)
+
+	require.NoError(t, w.Close())
+	for range 2 {
+		buf, n, err = r.ReadOnReady(4096, pool)
+		require.Nil(t, buf)
+		require.Zero(t, n)
+		require.ErrorIs(t, err, io.EOF)
+	}
+	require.Zero(t, pool.Stats().InUseBytes)
+}

@@ -242,11 +242,14 @@ func (b *Buffered) Peek(n int) ([]byte, error) {
 		b.makeRoom(n)
 		b.gather()
 	}
-	if b.buf == nil {
-		return nil, b.readErr()
-	}
 	if avail := b.w - b.r; avail < n {
+		if b.buf == nil {
+			return nil, b.readErr()
+		}
 		return (*b.buf)[b.r:b.w], b.readErr()
+	}
+	if b.buf == nil {
+		return nil, nil // n == 0: as bufio, no error, a pending one stays
 	}
 	return (*b.buf)[b.r : b.r+n], nil
 }

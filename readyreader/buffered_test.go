@@ -96,6 +96,12 @@ func TestBuffered(t *testing.T) {
 		{name: "peek zero", chunks: []string{"abc"}, size: 16, ops: []op{
 			{kind: "peek", n: 0, want: ""}, {kind: "buffered", wantN: 0}, {kind: "read", n: 5, want: "abc"},
 		}},
+		{name: "peek zero keeps a pending error", chunks: []string{"abc", "d"}, errs: map[int]error{0: boom}, size: 16, ops: []op{
+			// As bufio.Reader.Peek(0): no bytes asked for, no error; the
+			// error stays for the next read.
+			{kind: "read", n: 3, want: "abc"}, {kind: "peek", n: 0, want: ""},
+			{kind: "read", n: 3, wantErr: boom}, {kind: "read", n: 3, want: "d"},
+		}},
 		{name: "peek negative", chunks: []string{"abc"}, size: 16, ops: []op{
 			{kind: "peek", n: -1, wantErr: bufio.ErrNegativeCount}, {kind: "discard", n: -1, wantErr: bufio.ErrNegativeCount},
 			{kind: "read", n: 5, want: "abc"},
