@@ -229,6 +229,11 @@ func (c *Conn) setCounters(out, in [counterSize]byte) {
 // record keys when the Conn was made by Client or Server (peer certificates,
 // negotiated ALPN, ...). For a Conn made by NewConn it returns the zero
 // value.
+//
+// The state's ExportKeyingMaterial still works, for channel binding; called
+// with [ExporterLabel] and the context "ALTSRP_GCM_AES128_REKEY" it returns
+// the connection's record key, so treat the state as a secret of the
+// connection.
 func (c *Conn) ConnectionState() tls.ConnectionState {
 	if c.tlsState == nil {
 		return tls.ConnectionState{}

@@ -58,14 +58,21 @@
 // refuses to send or accept a frame once the counter would wrap, so a nonce
 // is never used twice with one key. An active attacker on the path can
 // delay, drop or cut the byte stream, and the receiver notices any change to
-// a frame's contents, order, or a replayed or reflected frame (the counter
-// or the direction bit would not match, and the GCM tag fails; the failure is
-// sticky). What the attacker can do is stop the stream at a frame boundary:
+// a frame's ciphertext, tag or length, its order, or a replayed or reflected
+// frame (the counter or the direction bit would not match, and the GCM tag
+// fails; the failure is sticky). The 8-byte frame header is not
+// authenticated: only the low byte of its type field is checked, as in
+// grpc-go, so the other three bytes can be changed unnoticed, to no effect. What the attacker can do is stop the stream at a frame boundary:
 // ALTS has no close_notify, so a clean-looking EOF after a whole frame is
 // indistinguishable from the peer closing the connection, and protocols that
 // need to know that a message is complete must frame it themselves (HTTP/2
 // and gRPC do). Lengths, timing and the number of frames are visible to an
 // observer. Client certificate failures in TLS 1.3 are reported by the
 // server after the client's handshake has already returned: the client then
-// sees its first read fail rather than Client.
+// sees its first read fail rather than Client. The record key can be
+// recomputed by anyone holding the connection's tls.ConnectionState
+// ([Conn.ConnectionState], and for gRPC every handler, through the peer's
+// AuthInfo): its ExportKeyingMaterial with ExporterLabel returns it, so such
+// code can decrypt the connection's traffic and must be trusted like the
+// connection itself.
 package alts

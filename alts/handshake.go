@@ -64,8 +64,9 @@ func Server(c net.Conn, cfg *tls.Config, opts ...Option) (*Conn, error) {
 
 // ClientContext is [Client] with the handshake bounded by ctx: if ctx has a
 // deadline it becomes c's deadline for the handshake, and cancelling ctx
-// interrupts the handshake (the error then wraps ctx.Err()). When it
-// returns, c has no deadline set.
+// interrupts the handshake (the error then wraps ctx.Err()). If ctx has a
+// deadline, it replaces any deadline set on c and is cleared once the
+// handshake has succeeded; otherwise c's deadline is left as it was.
 func ClientContext(ctx context.Context, c net.Conn, cfg *tls.Config, opts ...Option) (*Conn, error) {
 	return handshake(ctx, c, cfg, ClientSide, opts)
 }

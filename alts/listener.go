@@ -17,8 +17,11 @@ const DefaultHandshakeTimeout = 10 * time.Second
 
 // DefaultMaxHandshakes is the number of handshakes a listener runs at once
 // (including finished ones waiting for Accept) when
-// ListenConfig.MaxHandshakes is zero.
-const DefaultMaxHandshakes = 128
+// ListenConfig.MaxHandshakes is zero. It is a bound on memory, not a defence
+// against slow clients: that many silent clients delay new handshakes by up
+// to the handshake timeout, so servers exposed to untrusted networks should
+// size it (and HandshakeTimeout) for their load.
+const DefaultMaxHandshakes = 1024
 
 // ListenConfig configures a listener whose Accept returns connections that
 // have completed the server handshake. The zero value is ready to use.
@@ -86,7 +89,13 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, addr string, cfg *t
 // once every goroutine the listener started has ended; Accept then returns
 // an error wrapping net.ErrClosed. If inner's Accept fails with an error
 // that is not a timeout, Accept returns that error from then on.
+//
+// NewListener panics if cfg is nil: a server cannot handshake without a
+// certificate.
 func (lc *ListenConfig) NewListener(inner net.Listener, cfg *tls.Config) net.Listener {
+	if cfg == nil {
+		panic("alts: NewListener with a nil *tls.Config")
+	}
 	l := &listener{
 		inner:   inner,
 		cfg:     cfg.Clone(),

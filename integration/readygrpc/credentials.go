@@ -61,7 +61,8 @@ const SecurityProtocol = "readyconn-alts"
 //
 // The AuthInfo of a connection is a [credentials.TLSInfo] with the handshake
 // state (peer certificates, verified chains, server name) and security level
-// PrivacyAndIntegrity.
+// PrivacyAndIntegrity. Its State can recompute the connection's record key
+// (see [alts.Conn.ConnectionState]); do not hand it to untrusted code.
 func NewCredentials(cfg *tls.Config, opts ...alts.Option) credentials.TransportCredentials {
 	if cfg == nil {
 		cfg = &tls.Config{}
@@ -105,17 +106,27 @@ func authInfo(state tls.ConnectionState) credentials.TLSInfo {
 	return info
 }
 
-// spiffeID returns the SPIFFE ID of the peer's leaf certificate: its only
-// URI SAN, if that URI has the spiffe scheme and a host (trust domain).
+// spiffeID returns the SPIFFE ID of the peer's leaf certificate by the rules
+// of grpc's own TLS credentials (internal/credentials.SPIFFEIDFromCert), so
+// that a peer has the same identity over both: a URI SAN with the spiffe
+// scheme, a trust domain of at most 255 bytes, a non-empty path, no user
+// info, at most 2048 bytes in all, and no other URI SAN.
 func spiffeID(state tls.ConnectionState) *url.URL {
 	if len(state.PeerCertificates) == 0 {
 		return nil
 	}
 	uris := state.PeerCertificates[0].URIs
-	if len(uris) != 1 || uris[0].Scheme != "spiffe" || uris[0].Host == "" {
-		return nil
+	var id *url.URL
+	for _, u := range uris {
+		if u == nil || u.Scheme != "spiffe" || u.Opaque != "" || (u.User != nil && u.User.Username() != "") {
+			continue
+		}
+		if len(u.String()) > 2048 || u.Host == "" || u.Path == "" || len(u.Host) > 255 || len(uris) > 1 {
+			return nil
+		}
+		id = u
 	}
-	return uris[0]
+	return id
 }
 
 // Info reports SecurityProtocol "readyconn-alts", version "1.3" (the TLS

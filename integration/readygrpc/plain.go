@@ -17,6 +17,10 @@ import (
 // sockets on every Unix) carries the ReadOnReady method grpc-go looks for;
 // gRPC then holds no read buffer for an idle connection. Other connections
 // are returned unchanged. Closing the returned listener closes inner.
+//
+// grpc-go sets TCP_USER_TIMEOUT (Linux, with keepalive, which servers enable
+// by default) only on a bare *net.TCPConn, so it is not set on connections
+// wrapped by Listener, Dialer or WrapConn.
 func Listener(inner net.Listener) net.Listener {
 	return &plainListener{Listener: inner}
 }

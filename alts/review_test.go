@@ -1,0 +1,80 @@
+package alts
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestHandshakeNoSessionTickets uses a client that would accept TLS 1.3
+// session tickets (it has a ClientSessionCache): a ticket sent after the
+// server's Finished would sit on the socket in front of the first ALTS
+// frame and be read as a corrupt frame. The server must send none, and a
+// second connection must not resume.
+func TestHandshakeNoSessionTickets(t *testing.T) {
+	a, _ := hsPKIs(t)
+	cache := tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		cc, sc := hsTCPPair(t)
+		cc.SetDeadline(time.Now().Add(hsTimeout))
+		sc.SetDeadline(time.Now().Add(hsTimeout))
+		msg := []byte("first frame from the server")
+		errc := make(chan error, 1)
+		go func() {
+			s, err := Server(sc, hsServerConfig(a, false))
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer s.Close()
+			_, err = s.Write(msg)
+			errc <- err
+		}()
+		ccfg := hsClientConfig(a, false)
+		ccfg.ClientSessionCache = cache
+		c, err := Client(cc, ccfg)
+		require.NoError(t, err)
+		got := make([]byte, len(msg))
+		_, err = io.ReadFull(c, got)
+		require.NoError(t, err, "connection %d", i)
+		require.NoError(t, <-errc)
+		assert.True(t, bytes.Equal(msg, got))
+		assert.False(t, c.ConnectionState().DidResume, "connection %d resumed", i)
+		c.Close()
+	}
+}
+
+// TestConnectionStateRevealsRecordKey pins down what the documentation of
+// ConnectionState warns about: the exporter of the handshake state yields
+// the record key, so a Conn keyed with it writes frames the peer accepts.
+func TestConnectionStateRevealsRecordKey(t *testing.T) {
+	a, _ := hsPKIs(t)
+	c, s := hsPair(t, hsClientConfig(a, false), hsServerConfig(a, false))
+	require.NoError(t, c.err)
+	require.NoError(t, s.err)
+	st := s.conn.ConnectionState()
+	key, err := st.ExportKeyingMaterial(ExporterLabel, []byte(AES128GCMRekey), rekeyKeySize)
+	require.NoError(t, err)
+	tap := &bufConn{}
+	spy, err := NewConn(tap, ClientSide, AES128GCMRekey, key)
+	require.NoError(t, err)
+	_, err = spy.Write([]byte("secret"))
+	require.NoError(t, err)
+	_, err = c.conn.NetConn().Write(tap.written())
+	require.NoError(t, err)
+	got := make([]byte, 6)
+	_, err = io.ReadFull(s.conn, got)
+	require.NoError(t, err)
+	assert.Equal(t, "secret", string(got))
+}
+
+func TestNewListenerNilConfigPanics(t *testing.T) {
+	require.PanicsWithValue(t, "alts: NewListener with a nil *tls.Config", func() {
+		NewListener(nil, nil)
+	})
+}
