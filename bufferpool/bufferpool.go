@@ -370,6 +370,10 @@ type Outstanding struct {
 	Stack string // where Get was called
 }
 
+// Debug reports whether the pool was built with [WithDebug]. Layers that
+// hand out views of pooled memory use it to add checks of their own.
+func (t *Tiered) Debug() bool { return t.debug != nil }
+
 // Outstanding lists the buffers a debug pool has handed out and not taken
 // back, for leak reports. It returns nil for a pool without WithDebug.
 func (t *Tiered) Outstanding() []Outstanding {

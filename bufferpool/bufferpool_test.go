@@ -696,3 +696,9 @@ func TestDefaultIsShared(t *testing.T) {
 	require.Same(t, bufferpool.Default(), bufferpool.Default())
 	assert.True(t, strings.HasPrefix(fmt.Sprint(bufferpool.Default().Sizes()[:3]), "[64 80 96"))
 }
+
+func TestDebugReportsOption(t *testing.T) {
+	require.True(t, bufferpool.NewTiered(bufferpool.WithDebug()).Debug())
+	require.False(t, bufferpool.NewTiered().Debug())
+	require.False(t, bufferpool.Default().Debug())
+}

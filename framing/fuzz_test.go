@@ -120,6 +120,9 @@ func FuzzReaderDifferential(f *testing.F) {
 	f.Add(cat(hx("ca000cfe"), hw, hx("ca0001fe")), uint8(0), uint8(1), uint8(1), int8(1), int8(3), uint16(0), uint8(0), []byte{5, 1}, uint16(70))
 	f.Add(hx("30 8001 00"), uint8(1), uint8(0), uint8(1), int8(0), int8(-1), uint16(0), uint8(0), []byte{}, uint16(64))
 	f.Add(hx("ffffffffffffffffff01 00"), uint8(2), uint8(0), uint8(0), int8(0), int8(0), uint16(0), uint8(0), []byte{4}, uint16(64))
+	// Shared read buffers, frames held and released in reverse.
+	f.Add(cat(hx("000c"), hw, hx("0000"), hx("000c"), hw, hx("00")), uint8(0), uint8(1), uint8(0), int8(0), int8(2), uint16(0), uint8(8|16), []byte{20, 255}, uint16(64))
+	f.Add(cat(hx("0c000000"), hw, hx("0c000000"), hw), uint8(0), uint8(3), uint8(0), int8(0), int8(4), uint16(0), uint8(2|8|16), []byte{}, uint16(0))
 	f.Fuzz(func(t *testing.T, data []byte, kind, size, offset uint8, adj, strip int8, maxFrame uint16, flags uint8, splits []byte, readSize uint16) {
 		spec, ok := fuzzSpec(kind, size, offset, adj, strip, maxFrame, flags)
 		if !ok {
@@ -133,6 +136,11 @@ func FuzzReaderDifferential(f *testing.F) {
 		pool := newDebugPool()
 		r, err := NewReader(&chunkConn{data: data, chunks: chunks}, spec, WithPool(pool), WithReadSize(int(readSize%5000)))
 		require.NoError(t, err)
+		// flags&8: frames share their read buffer whatever its fill;
+		// flags&16: frames are held until the end and released in reverse.
+		r.shareAll = flags&8 != 0
+		hold := flags&16 != 0
+		var held []Frame
 		var got [][]byte
 		into := flags&4 != 0
 		var dst []byte
@@ -145,12 +153,22 @@ func FuzzReaderDifferential(f *testing.F) {
 				var fr Frame
 				fr, err = r.ReadFrame()
 				b = slices.Clone(fr.Bytes())
-				fr.Release()
+				if hold {
+					held = append(held, fr)
+				} else {
+					fr.Release()
+				}
 			}
 			if err != nil {
 				break
 			}
 			got = append(got, slices.Clone(b))
+		}
+		for i := len(held) - 1; i >= 0; i-- {
+			if i < len(got) {
+				require.True(t, bytes.Equal(got[i], held[i].Bytes()), "held frame %d intact", i)
+			}
+			held[i].Release()
 		}
 		require.Equal(t, wantErr, errClass(err))
 		require.Equal(t, len(want), len(got))

@@ -8,8 +8,9 @@
 // [Reader] waits for the next frame through [readyreader.Reader], so on a bare
 // TCP or Unix socket it owns no pooled buffer until bytes arrive; one read
 // that brings many frames is parsed without further reads, and a frame is
-// handed out as a [Frame] whose bytes live in a right-sized pooled buffer
-// until [Frame.Release]. A peer that announces a large frame and stalls costs
+// handed out as a [Frame] whose bytes stay valid until [Frame.Release]: frames
+// that arrive in bulk are slices of the shared, reference-counted read buffer,
+// others get a right-sized pooled buffer of their own. A peer that announces a large frame and stalls costs
 // memory proportional to what it actually sent. A [Writer] writes the header
 // and the payload parts of a frame with one vectored write, and a
 // [BufferedWriter] batches small frames in a pooled buffer that it gives back
@@ -22,6 +23,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/readyconn/readyconn/bufferpool"
@@ -85,33 +88,136 @@ func buildOptions(opts []Option) options {
 }
 
 // Frame is one frame handed out by [Reader.ReadFrame]. Its bytes live in a
-// buffer taken from the Reader's pool; the Frame owns that buffer until
-// Release gives it back.
+// buffer taken from the Reader's pool: either a buffer of its own, or, when
+// the frame arrived in one read together with others, the read buffer itself,
+// shared with those frames (see [Reader] for when). The Frame holds a
+// reference to that buffer until Release; the buffer goes back to the pool
+// once the Reader and every Frame cut from it are done with it.
 type Frame struct {
-	b    []byte
-	buf  *[]byte
-	pool bufferpool.Pool
+	b   []byte
+	c   *chunk
+	gen uint32 // c.gen when the Frame was cut
 }
 
 // Bytes returns the frame's bytes, without the Spec's Strip prefix. The slice
 // is valid until Release and must not be used after it: the memory goes back
-// to the pool and will be reused (a pool built with bufferpool.WithDebug
-// overwrites it with bufferpool.Poison). It is empty, and may be nil, for an
-// empty frame.
+// to the pool and will be reused (with a pool built with bufferpool.WithDebug,
+// Release overwrites the frame's bytes with bufferpool.Poison). It is empty,
+// and may be nil, for an empty frame.
 func (f *Frame) Bytes() []byte { return f.b }
 
 // Len returns len(f.Bytes()).
 func (f *Frame) Len() int { return len(f.b) }
 
-// Release returns the frame's memory to the pool and clears f, so a second
-// Release of the same variable does nothing. Releasing a copy of a Frame that
-// has already been released returns the buffer twice, which corrupts the
-// pool; a bufferpool.WithDebug pool panics on it.
+// Release gives up the frame's memory and clears f, so a second Release of
+// the same variable does nothing. It may be called from any goroutine, also
+// while the Reader reads on.
+//
+// Releasing a copy of a Frame that has already been released is a bug that
+// Release reports by panicking: at once if the frame had a buffer of its own
+// or the pool was built with bufferpool.WithDebug, and otherwise, for a Frame
+// sharing its read buffer, at the latest when the last Frame cut from that
+// buffer is released (the extra Release may have returned the buffer to the
+// pool early, so the other Frames' bytes must be presumed clobbered). The
+// buffer itself is never returned to the pool twice.
 func (f *Frame) Release() {
-	if f.buf != nil {
-		f.pool.Put(f.buf)
-	}
+	c, gen, b := f.c, f.gen, f.b
 	*f = Frame{}
+	if c == nil {
+		return
+	}
+	if c.gen.Load() != gen {
+		panic(errDoubleRelease)
+	}
+	if c.dbg != nil {
+		c.dbg.release(c, b)
+	}
+	switch n := c.refs.Add(-1); {
+	case n == 0:
+		c.free()
+	case n < 0:
+		panic(errDoubleRelease)
+	}
+}
+
+const errDoubleRelease = "framing: Frame released twice (Release of a copy of a released Frame)"
+
+// chunk is a pooled buffer with a reference count: one reference per Frame
+// that uses it, plus readerRef while the Reader still reads from it. The
+// Reader counts the Frames it cuts from its read buffer in Reader.handed and
+// adds them to refs in one step when it lets go of the buffer, so cutting a
+// frame costs no atomic operation. Whoever brings refs to 0 puts the buffer
+// back and bumps gen, so that a Release through a stale copy of a Frame is
+// caught.
+type chunk struct {
+	refs atomic.Int64
+	gen  atomic.Uint32
+	buf  *[]byte
+	pool bufferpool.Pool
+	dbg  *chunkDebug // with a debug pool only
+}
+
+// readerRef is the Reader's share of a read buffer's count: more than the
+// number of Frames that can be cut from any buffer.
+const readerRef = 1 << 62
+
+// chunks recycles the descriptors of buffers that Frames outlived; a Reader
+// keeps the descriptor of a buffer it returned itself for the next one.
+var chunks = sync.Pool{New: func() any { return new(chunk) }}
+
+// free puts the buffer back once its count is 0 and recycles c.
+func (c *chunk) free() {
+	buf, pool := c.buf, c.pool
+	c.buf, c.pool = nil, nil
+	c.gen.Add(1)
+	pool.Put(buf)
+	chunks.Put(c)
+}
+
+// chunkDebug records which Frames of a shared buffer have been released, so
+// that with a debug pool a double Release panics at once, and poisons each
+// frame's bytes on Release, as the pool would if the frame had its own
+// buffer.
+type chunkDebug struct {
+	mu       sync.Mutex
+	released []uint64 // bit i: the Frame starting at byte i released
+}
+
+func (d *chunkDebug) reset() {
+	d.mu.Lock()
+	clear(d.released)
+	d.mu.Unlock()
+}
+
+func (d *chunkDebug) release(c *chunk, b []byte) {
+	// Frames are not empty and do not overlap: their first bytes tell
+	// them apart.
+	i := uintptr(unsafe.Pointer(unsafe.SliceData(b))) - uintptr(unsafe.Pointer(unsafe.SliceData(*c.buf)))
+	w, bit := int(i/64), uint64(1)<<(i%64)
+	d.mu.Lock()
+	for len(d.released) <= w {
+		d.released = append(d.released, 0)
+	}
+	again := d.released[w]&bit != 0
+	d.released[w] |= bit
+	d.mu.Unlock()
+	if again {
+		panic(errDoubleRelease)
+	}
+	poison(b)
+}
+
+func poison(b []byte) {
+	n := copy(b, bufferpool.Poison)
+	for n < len(b) {
+		n += copy(b[n:], b[:n])
+	}
+}
+
+// isDebugPool reports whether p is a bufferpool.WithDebug pool.
+func isDebugPool(p bufferpool.Pool) bool {
+	d, ok := p.(interface{ Debug() bool })
+	return ok && d.Debug()
 }
 
 // Reader reads frames described by a Spec. It is not safe for concurrent
@@ -126,9 +232,23 @@ func (f *Frame) Release() {
 // it keeps the last read's buffer only while that buffer still holds a
 // complete unread frame; bytes of a partial frame are moved to right-sized
 // memory before ReadFrame returns.
+//
+// Frames may keep the read buffer alive: when a read fills at least half of
+// its buffer (frames arriving in bulk), the frames in it are handed out as
+// slices of that buffer, without a copy. An unreleased Frame from such a read
+// then keeps the whole read buffer, of up to [WithReadSize] bytes rounded up
+// to the pool's size class, owned until it and every other Frame from the
+// same read are released, also while the Reader waits for more bytes; that is
+// at most twice the bytes that arrived in the read. A frame from a read that
+// filled less than half of its buffer (a lone request, say) is copied to a
+// buffer of its own sized to the frame, and so is a frame that arrived over
+// several reads, so an unreleased Frame of that kind holds only its own size.
+// Callers that keep frames for long should copy out what they keep and
+// Release.
 type Reader struct {
 	rr       readyreader.Reader
 	spec     Spec
+	fast     fastHeader
 	pool     bufferpool.Pool
 	readSize int
 
@@ -153,6 +273,18 @@ type Reader struct {
 	next   header
 	nextOK bool
 
+	// share: cur came from a read that filled at least half of it, so its
+	// frames are handed out as slices of it. Once the first one is, ch is
+	// cur's descriptor (with generation chGen) and handed counts the Frames
+	// cut from it. spare is a descriptor to reuse.
+	share    bool
+	ch       *chunk
+	chGen    uint32
+	handed   int64
+	spare    *chunk
+	shareAll bool // tests: share whatever the fill
+	debug    bool // the pool is a bufferpool.WithDebug pool
+
 	tail    tailPool
 	pending error // error that came with the last bytes, reported when more are needed
 	err     error // sticky
@@ -167,11 +299,12 @@ func NewReader(r io.Reader, spec Spec, opts ...Option) (*Reader, error) {
 		return nil, err
 	}
 	o := buildOptions(opts)
-	return &Reader{rr: readyreader.New(r), spec: spec, pool: o.pool, readSize: o.readSize}, nil
+	return &Reader{rr: readyreader.New(r), spec: spec, fast: newFastHeader(&spec), pool: o.pool, readSize: o.readSize, debug: isDebugPool(o.pool)}, nil
 }
 
 // ReadFrame returns the next frame. The caller owns it and must Release it;
-// its bytes are valid until then.
+// its bytes are valid until then. An unreleased Frame may keep the buffer of
+// the read it arrived in alive (see [Reader]).
 //
 // Errors: io.EOF when the stream ends between frames; io.ErrUnexpectedEOF when
 // it ends inside one; ErrFrameTooLarge (before anything of the announced size
@@ -180,25 +313,50 @@ func NewReader(r io.Reader, spec Spec, opts ...Option) (*Reader, error) {
 // error is sticky, except a timeout (errors.Is(err, os.ErrDeadlineExceeded)):
 // the Reader keeps any partial frame, and ReadFrame may be called again after
 // the deadline is extended.
-func (r *Reader) ReadFrame() (Frame, error) {
-	if r.err != nil {
-		return Frame{}, r.err
-	}
-	if r.nextOK {
-		r.nextOK = false
-		return r.frameFromCur(r.next), nil
-	}
-	if !r.inFrame && r.cur != nil {
-		b := (*r.cur)[r.off:r.end]
-		h, ok, err := r.spec.parseHeader(b)
-		if err != nil {
-			return Frame{}, r.fail(err)
+func (r *Reader) ReadFrame() (f Frame, err error) {
+	if r.nextOK && r.ch != nil && r.err == nil {
+		// The next frame is complete in a buffer already shared.
+		lo, hi := r.off+r.next.strip, r.off+r.next.frame
+		if lo < hi {
+			f = Frame{b: (*r.cur)[lo:hi:hi], c: r.ch, gen: r.chGen}
+			r.handed++
+			if h, ok := r.fast.complete((*r.cur)[hi:r.end]); ok {
+				r.off, r.next = hi, h
+				return f, nil
+			}
+			r.nextOK = false
+			r.consume(r.next.frame)
+			r.compact()
+			return f, nil
 		}
-		if ok && h.frame <= len(b) {
-			return r.frameFromCur(h), nil
-		}
 	}
-	return r.slow()
+	for {
+		if r.err != nil {
+			return Frame{}, r.err
+		}
+		if r.nextOK {
+			r.nextOK = false
+			return r.frameFromCur(r.next), nil
+		}
+		if !r.inFrame && r.cur != nil {
+			b := (*r.cur)[r.off:r.end]
+			h, ok, err := r.spec.parseHeader(b)
+			if err != nil {
+				return Frame{}, r.fail(err)
+			}
+			if ok && h.frame <= len(b) {
+				return r.frameFromCur(h), nil
+			}
+		}
+		buf, n, err := r.slow()
+		switch {
+		case n < 0:
+			continue // a read brought a complete frame: take it from cur
+		case buf == nil:
+			return Frame{}, err
+		}
+		return r.ownFrame(buf, n), nil
+	}
 }
 
 // ReadFrameInto reads the next frame into dst[:0] and returns it, growing it
@@ -207,33 +365,39 @@ func (r *Reader) ReadFrame() (Frame, error) {
 // errors of ReadFrame.
 func (r *Reader) ReadFrameInto(dst []byte) ([]byte, error) {
 	dst = dst[:0]
-	if r.err != nil {
-		return dst, r.err
-	}
-	if !r.inFrame && r.cur != nil {
-		b := (*r.cur)[r.off:r.end]
-		h, ok, err := r.next, r.nextOK, error(nil)
-		if !ok {
-			h, ok, err = r.spec.parseHeader(b)
+	for {
+		if r.err != nil {
+			return dst, r.err
 		}
-		r.nextOK = false
-		if err != nil {
-			return dst, r.fail(err)
+		if !r.inFrame && r.cur != nil {
+			b := (*r.cur)[r.off:r.end]
+			h, ok, err := r.next, r.nextOK, error(nil)
+			if !ok {
+				h, ok, err = r.spec.parseHeader(b)
+			}
+			r.nextOK = false
+			if err != nil {
+				return dst, r.fail(err)
+			}
+			if ok && h.frame <= len(b) {
+				dst = append(dst, b[h.strip:h.frame]...)
+				r.consume(h.frame)
+				r.compact()
+				return dst, nil
+			}
 		}
-		if ok && h.frame <= len(b) {
-			dst = append(dst, b[h.strip:h.frame]...)
-			r.consume(h.frame)
-			r.compact()
-			return dst, nil
+		buf, n, err := r.slow()
+		switch {
+		case n < 0:
+			continue // a read brought a complete frame: take it from cur
+		case err != nil:
+			return dst, err
+		case buf != nil:
+			dst = append(dst, (*buf)[:n]...)
+			r.pool.Put(buf)
 		}
+		return dst, nil
 	}
-	f, err := r.slow()
-	if err != nil {
-		return dst, err
-	}
-	dst = append(dst, f.b...)
-	f.Release()
-	return dst, nil
 }
 
 // Release returns the memory the Reader holds for bytes it has read but not
@@ -243,13 +407,16 @@ func (r *Reader) ReadFrameInto(dst []byte) ([]byte, error) {
 func (r *Reader) Release() {
 	r.drop()
 	r.err = ErrReleased
+	if r.spare != nil {
+		chunks.Put(r.spare)
+		r.spare = nil
+	}
 }
 
 func (r *Reader) drop() {
 	r.nextOK = false
 	if r.cur != nil {
-		r.pool.Put(r.cur)
-		r.cur, r.off, r.end = nil, 0, 0
+		r.putCur()
 	}
 	if r.fb != nil {
 		r.pool.Put(r.fb)
@@ -264,32 +431,81 @@ func (r *Reader) fail(err error) error {
 	return err
 }
 
-// consume advances past k bytes of cur and releases it when empty.
+// consume advances past k bytes of cur and lets go of it when empty.
 func (r *Reader) consume(k int) {
 	r.off += k
 	if r.off == r.end {
-		r.pool.Put(r.cur)
-		r.cur, r.off, r.end = nil, 0, 0
+		r.putCur()
 	}
+}
+
+// putCur lets go of cur: it goes back to the pool now, or, if Frames cut
+// from it are still out, when the last of them is released.
+func (r *Reader) putCur() {
+	cur, c := r.cur, r.ch
+	r.cur, r.off, r.end, r.ch = nil, 0, 0, nil
+	if c == nil {
+		r.pool.Put(cur)
+		return
+	}
+	switch n := c.refs.Add(r.handed - readerRef); {
+	case n == 0:
+		// Every Frame is released: keep the descriptor for the next buffer.
+		c.buf, c.pool = nil, nil
+		c.gen.Add(1)
+		r.pool.Put(cur)
+		r.spare = c
+	case n < 0:
+		panic(errDoubleRelease)
+	}
+}
+
+// newChunk returns a descriptor for buf with count refs.
+func (r *Reader) newChunk(buf *[]byte, refs int64) *chunk {
+	c := r.spare
+	if c != nil {
+		r.spare = nil
+	} else {
+		c = chunks.Get().(*chunk)
+	}
+	c.buf, c.pool = buf, r.pool
+	c.refs.Store(refs)
+	switch {
+	case !r.debug:
+		c.dbg = nil
+	case c.dbg == nil:
+		c.dbg = new(chunkDebug)
+	default:
+		c.dbg.reset()
+	}
+	return c
+}
+
+// ownFrame returns a Frame of the first n bytes of buf, which it owns.
+func (r *Reader) ownFrame(buf *[]byte, n int) Frame {
+	c := r.newChunk(buf, 1)
+	return Frame{b: (*buf)[:n:n], c: c, gen: c.gen.Load()}
 }
 
 // frameFromCur hands out the complete frame h at the start of cur.
 func (r *Reader) frameFromCur(h header) Frame {
 	var f Frame
-	vis := h.frame - h.strip
+	lo, hi := r.off+h.strip, r.off+h.frame
 	switch {
-	case vis == 0:
-		r.consume(h.frame)
-	case r.off == 0 && h.frame == r.end && 2*vis >= cap(*r.cur):
-		// The frame fills most of the buffer: hand the buffer over.
-		f = Frame{b: (*r.cur)[h.strip:h.frame:h.frame], buf: r.cur, pool: r.pool}
-		r.cur, r.off, r.end = nil, 0, 0
+	case lo == hi:
+	case r.share:
+		if r.ch == nil {
+			r.ch = r.newChunk(r.cur, readerRef)
+			r.chGen, r.handed = r.ch.gen.Load(), 0
+		}
+		f = Frame{b: (*r.cur)[lo:hi:hi], c: r.ch, gen: r.chGen}
+		r.handed++
 	default:
-		buf := r.pool.Get(vis)
-		copy(*buf, (*r.cur)[r.off+h.strip:r.off+h.frame])
-		f = Frame{b: (*buf)[:vis:vis], buf: buf, pool: r.pool}
-		r.consume(h.frame)
+		buf := r.pool.Get(hi - lo)
+		copy(*buf, (*r.cur)[lo:hi])
+		f = r.ownFrame(buf, hi-lo)
 	}
+	r.consume(h.frame)
 	r.compact()
 	return f
 }
@@ -298,6 +514,10 @@ func (r *Reader) frameFromCur(h header) Frame {
 // the bytes of a partial frame move to the header array or a frame buffer.
 func (r *Reader) compact() {
 	if r.cur == nil {
+		return
+	}
+	if h, ok := r.fast.complete((*r.cur)[r.off:r.end]); ok {
+		r.next, r.nextOK = h, true
 		return
 	}
 	h, ok, err := r.spec.parseHeader((*r.cur)[r.off:r.end])
@@ -404,27 +624,29 @@ func (r *Reader) ensure(n int) {
 	r.fb = nb
 }
 
-func (r *Reader) slow() (Frame, error) {
+// slow assembles the next frame, reading as needed. It returns the frame's
+// visible bytes as (*buf)[:n], with buf owned by the caller, or a nil buf for
+// an empty frame or an error. If a read leaves a complete frame at the start
+// of cur, it returns n < 0 instead, with r.nextOK set, so that the caller
+// takes the frame from cur without a copy into a frame buffer.
+func (r *Reader) slow() (*[]byte, int, error) {
 	empty := 0
 	for {
 		done, err := r.absorb()
 		if err != nil {
-			return Frame{}, r.fail(err)
+			return nil, 0, r.fail(err)
 		}
 		if done {
-			f := Frame{}
-			if r.fb != nil {
-				f = Frame{b: (*r.fb)[:r.fbN:r.fbN], buf: r.fb, pool: r.pool}
-			}
+			buf, n := r.fb, r.fbN
 			r.inFrame, r.fb, r.fbN, r.consumed = false, nil, 0, 0
 			r.compact()
-			return f, nil
+			return buf, n, nil
 		}
 		// Nothing left in cur: read.
 		if r.pending != nil {
 			err := r.pending
 			r.pending = nil
-			return Frame{}, r.readErr(err)
+			return nil, 0, r.readErr(err)
 		}
 		var n int
 		need := r.h.frame - r.consumed
@@ -450,6 +672,7 @@ func (r *Reader) slow() (Frame, error) {
 			buf, n, err = r.rr.ReadOnReady(r.readSize, r.pool)
 			if n > 0 {
 				r.cur, r.off, r.end = buf, 0, n
+				r.share = r.shareAll || 2*n >= cap(*buf)
 			} else if buf != nil {
 				r.pool.Put(buf)
 			}
@@ -457,6 +680,11 @@ func (r *Reader) slow() (Frame, error) {
 		if n > 0 {
 			empty = 0
 			r.pending = err
+			if !r.inFrame && r.hdrN == 0 && r.cur != nil {
+				if r.compact(); r.nextOK {
+					return nil, -1, nil
+				}
+			}
 			continue
 		}
 		if err == nil || errors.Is(err, io.ErrNoProgress) {
@@ -465,7 +693,7 @@ func (r *Reader) slow() (Frame, error) {
 			}
 			err = io.ErrNoProgress
 		}
-		return Frame{}, r.readErr(err)
+		return nil, 0, r.readErr(err)
 	}
 }
 

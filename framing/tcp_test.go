@@ -212,10 +212,11 @@ func TestTCPConcurrent(t *testing.T) {
 		client, server := tcpPair(t)
 		spec := []Spec{kafkaNoStrip, GRPCMessage, IggyRequest}[c%3]
 		var w interface{ WriteFrame(...[]byte) error }
+		var flush func() error // what the last write left buffered
 		if c == 1 {
 			bw, err := NewBufferedWriter(client, spec, 4096, WithPool(pool))
 			require.NoError(t, err)
-			w = &flushingWriter{bw}
+			w, flush = &flushingWriter{bw}, bw.Flush
 		} else {
 			fw, err := NewWriter(client, spec, WithPool(pool))
 			require.NoError(t, err)
@@ -225,10 +226,11 @@ func TestTCPConcurrent(t *testing.T) {
 		require.NoError(t, err)
 		strip := spec.Strip
 		prefix := spec.LengthOffset
+		var ww sync.WaitGroup
 		for g := range writers {
-			wg.Add(1)
+			ww.Add(1)
 			go func() {
-				defer wg.Done()
+				defer ww.Done()
 				rng := rand.New(rand.NewPCG(uint64(c), uint64(g)))
 				for i := range frames {
 					size := rng.IntN(64)
@@ -248,6 +250,14 @@ func TestTCPConcurrent(t *testing.T) {
 				}
 			}()
 		}
+		wg.Go(func() {
+			ww.Wait()
+			if flush != nil {
+				if err := flush(); err != nil {
+					errs <- err
+				}
+			}
+		})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,0 +1,83 @@
+package framing
+
+import "encoding/binary"
+
+// fastHeader parses the common fixed-size length fields (1, 2, 4 or 8 bytes,
+// binary.BigEndian or binary.LittleEndian) without the generality of
+// Spec.parseHeader. It only recognises complete, valid frames; for anything
+// else (too short, invalid, or a Spec it does not handle) it reports false
+// and the caller falls back to Spec.parseHeader, which has the errors.
+type fastHeader struct {
+	on     bool
+	little bool
+	signed bool
+	size   int // bytes of the length field
+	end    int // LengthOffset + size
+	adj    int
+	max    int
+	strip  int // StripThroughLength resolved
+}
+
+func newFastHeader(s *Spec) fastHeader {
+	switch {
+	case s.Kind != Fixed,
+		s.LengthSize != 1 && s.LengthSize != 2 && s.LengthSize != 4 && s.LengthSize != 8,
+		s.ByteOrder != nil && s.ByteOrder != binary.BigEndian && s.ByteOrder != binary.LittleEndian,
+		s.maxFrame() > 1<<48: // keeps end+v+adj far from overflow
+		return fastHeader{}
+	}
+	x := fastHeader{
+		on:     true,
+		little: s.ByteOrder == binary.LittleEndian,
+		signed: s.Signed,
+		size:   s.LengthSize,
+		end:    s.LengthOffset + s.LengthSize,
+		adj:    s.Adjustment,
+		max:    s.maxFrame(),
+		strip:  s.Strip,
+	}
+	if x.strip == StripThroughLength {
+		x.strip = x.end
+	}
+	return x
+}
+
+// complete returns the header of the frame at the start of b if the frame is
+// valid and wholly in b.
+func (x *fastHeader) complete(b []byte) (header, bool) {
+	if !x.on || len(b) < x.end {
+		return header{}, false
+	}
+	f := b[x.end-x.size : x.end]
+	var v uint64
+	switch x.size {
+	case 1:
+		v = uint64(f[0])
+	case 2:
+		if x.little {
+			v = uint64(binary.LittleEndian.Uint16(f))
+		} else {
+			v = uint64(binary.BigEndian.Uint16(f))
+		}
+	case 4:
+		if x.little {
+			v = uint64(binary.LittleEndian.Uint32(f))
+		} else {
+			v = uint64(binary.BigEndian.Uint32(f))
+		}
+	default:
+		if x.little {
+			v = binary.LittleEndian.Uint64(f)
+		} else {
+			v = binary.BigEndian.Uint64(f)
+		}
+	}
+	if x.signed && v>>(8*x.size-1) != 0 || v > uint64(x.max) {
+		return header{}, false
+	}
+	frame := x.end + int(v) + x.adj
+	if frame < x.end || frame > x.max || x.strip > frame || frame > len(b) {
+		return header{}, false
+	}
+	return header{end: x.end, frame: frame, strip: x.strip}, true
+}
