@@ -66,8 +66,21 @@ const (
 )
 
 const (
-	// wakeReadSize is how much a read asks for when no frame is buffered.
+	// wakeReadSize is how much a read asks for when no frame is buffered
+	// and the readyreader waits without a buffer (a bare socket on Unix):
+	// the buffer is taken once bytes have arrived, and the read takes all
+	// that is queued, up to this size.
 	wakeReadSize = 64 << 10
+	// blockingReadSize replaces wakeReadSize when the readyreader is the
+	// blocking fallback (Windows, or a net.Conn that is not a bare socket),
+	// whose buffer is taken before the read and pinned while the peer is
+	// silent. It holds one whole frame of up to 16 KiB of plaintext (so
+	// neither a frame of DefaultFrameSize nor one of 16 KiB of payload plus
+	// overhead has to be moved to a larger buffer) and is a size class of
+	// the default pool: about what an idle crypto/tls connection keeps
+	// (16-21 KiB), not 64 KiB. Larger frames grow the buffer as their bytes
+	// arrive.
+	blockingReadSize = 20 << 10
 	// minHold is the smallest buffer a partial frame is kept in.
 	minHold = 4 << 10
 	// writeChunk is the most ciphertext one Write puts in one buffer (and
@@ -147,9 +160,9 @@ func WithLeftover(b []byte) Option {
 type Conn struct {
 	conn     net.Conn
 	rr       readyreader.Reader
+	readSize int // what a read asks for: wakeReadSize or blockingReadSize
 	pool     bufferpool.Pool
 	side     Side
-	protocol string
 	payload  int // plaintext bytes in a full frame written by this side
 
 	// tlsState is the TLS 1.3 handshake that established the keys, set by
@@ -157,6 +170,8 @@ type Conn struct {
 	tlsState *tls.ConnectionState
 
 	closed atomic.Bool
+
+	keys keySchedule // shared by in and out
 
 	rmu   sync.Mutex
 	in    recordCipher
@@ -193,19 +208,25 @@ func NewConn(c net.Conn, side Side, protocol string, key []byte, opts ...Option)
 	}
 	ac := &Conn{
 		conn:     c,
-		rr:       readyreader.New(c),
+		rr:       readyreader.NewNonBlocking(c),
+		readSize: wakeReadSize,
 		pool:     cfg.pool,
 		side:     side,
-		protocol: protocol,
 		payload:  cfg.maxFrame - frameOverhead,
 	}
-	// Server-sent frames carry the direction bit.
-	if err := ac.out.init(protocol, key, side == ServerSide); err != nil {
+	if ac.rr == nil {
+		// The blocking fallback pins its buffer while it waits: ask
+		// for less.
+		ac.rr, ac.readSize = readyreader.New(c), blockingReadSize
+	}
+	aead, err := ac.keys.init(protocol, key)
+	if err != nil {
 		return nil, err
 	}
-	if err := ac.in.init(protocol, key, side == ClientSide); err != nil {
-		return nil, err
-	}
+	// Both directions share one frame AEAD while their frame keys are
+	// equal (see keySchedule). Server-sent frames carry the direction bit.
+	ac.out.attach(&ac.keys, aead, &ac.in, side == ServerSide)
+	ac.in.attach(&ac.keys, aead, &ac.out, side == ClientSide)
 	ac.wake.c = ac
 	if len(cfg.leftover) > 0 {
 		ac.rbuf = ac.pool.Get(len(cfg.leftover))
@@ -246,7 +267,12 @@ func (c *Conn) ConnectionState() tls.ConnectionState {
 func (c *Conn) NetConn() net.Conn { return c.conn }
 
 // Protocol returns the record protocol the Conn runs.
-func (c *Conn) Protocol() string { return c.protocol }
+func (c *Conn) Protocol() string {
+	if c.keys.rekey {
+		return AES128GCMRekey
+	}
+	return AES128GCM
+}
 
 // Side returns which end of the connection the Conn is.
 func (c *Conn) Side() Side { return c.side }
@@ -429,7 +455,7 @@ func (c *Conn) fill() error {
 		return c.readErr(err)
 	}
 	if c.rbuf == nil {
-		buf, n, err := c.rr.ReadOnReady(wakeReadSize, c.pool)
+		buf, n, err := c.rr.ReadOnReady(c.readSize, c.pool)
 		if n > 0 {
 			c.rbuf, c.rpos, c.rend = buf, 0, n
 			c.perr = err
@@ -455,8 +481,8 @@ func (c *Conn) fill() error {
 	}
 	// Grow: the partial frame moves to the front of a new buffer of
 	// k + readLen bytes once bytes have arrived.
-	readLen := max(wakeReadSize, min(need-k, k))
-	c.wake.k, c.wake.readLen = k, readLen
+	readLen := max(c.readSize, min(need-k, k))
+	c.wake.k = k
 	buf, n, err := c.rr.ReadOnReady(readLen, &c.wake)
 	switch {
 	case n == 0:
@@ -551,11 +577,10 @@ func (c *Conn) releaseIfDrained() {
 // without a second copy, and the larger buffer is taken only once bytes
 // have arrived.
 type wakePool struct {
-	c       *Conn
-	k       int
-	readLen int
-	orig    *[]byte // the pool buffer behind view
-	view    []byte
+	c    *Conn
+	k    int
+	orig *[]byte // the pool buffer behind view
+	view []byte
 }
 
 func (w *wakePool) Get(n int) *[]byte {
@@ -578,7 +603,7 @@ func (w *wakePool) Put(b *[]byte) {
 	w.c.pool.Put(b)
 }
 
-func (w *wakePool) reset() { w.orig, w.view, w.k, w.readLen = nil, nil, 0, 0 }
+func (w *wakePool) reset() { w.orig, w.view, w.k = nil, nil, 0 }
 
 // ---------------------------------------------------------------- writing
 

@@ -674,6 +674,9 @@ func (p *countingPool) Get(n int) *[]byte {
 }
 
 func TestSteadyStateAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops Puts at random under -race, so allocation counts are not exact")
+	}
 	for _, protocol := range protocols {
 		t.Run(protocol, func(t *testing.T) {
 			pool := bufferpool.NewTiered()

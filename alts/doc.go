@@ -24,7 +24,21 @@
 // as soon as the plaintext has been read. A frame that arrives slowly pins
 // about what has arrived, not the length its header announces. Because a
 // Conn is itself a [readyreader.Reader] (see [Conn.ReadOnReady]), a layer on
-// top of it, such as an HTTP/2 framer, can stay non-pinning too.
+// top of it, such as an HTTP/2 framer, can stay non-pinning too. Where
+// readyreader has to fall back to blocking reads (Windows, or a net.Conn that
+// is not a bare socket), a read must own its buffer while it waits; an idle
+// Conn then pins a 20 KiB buffer, about one frame, instead of taking 64 KiB
+// at a time as it does once bytes are there on the non-pinning path.
+//
+// Besides that, an idle Conn keeps little: its own struct, the TLS handshake
+// result of [Client] and [Server], and one AES-GCM instance, which the two
+// directions share for as long as their frame keys are equal (always for
+// AES128GCM; for AES128GCMRekey while both counters are in the same 2^16-frame
+// key epoch). For AES128GCMRekey it keeps the 32-byte key-derivation key,
+// not an HMAC instance: the HMAC and a new AES-GCM instance are built when a
+// direction enters a new key epoch, once every 2^16 frames, and those are
+// the only allocations the record layer makes itself after its first frame
+// (buffers come from the pool).
 //
 // Errors: a frame that fails authentication or is malformed ends the read
 // side for good with an error wrapping [ErrAuth] or [ErrMalformed]; no byte

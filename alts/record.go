@@ -6,7 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"hash"
+	"sync"
 )
 
 // Wire constants of the ALTS record protocol.
@@ -33,8 +33,8 @@ const (
 // of its bits count); the high 4 bytes (with the direction bit) are fixed.
 type counter struct {
 	lo        uint64
-	hi        uint32
 	mask      uint64
+	hi        uint32
 	exhausted bool // every value has been used: refuse further frames
 }
 
@@ -69,83 +69,161 @@ func (c *counter) inc() {
 	}
 }
 
+// keySchedule is the key material that both directions of a Conn share.
+// Both directions run under the same record key (the direction bit keeps
+// their nonces apart), so they can also share a frame AEAD whenever their
+// frame keys are equal: always for AES128GCM, and for AES128GCMRekey while
+// both counters are in the same 2^16-frame epoch (counter bytes 2..7), which
+// includes the first 2^16 frames of each direction. An AES-GCM AEAD made by
+// crypto/cipher.NewGCM over crypto/aes is not changed by Seal or Open: the
+// key schedule and GHASH table are written once, in NewGCM (checked in the
+// Go 1.26 sources, assembly and generic code). So the reading and the
+// writing goroutine may use one at the same time.
+//
+// For AES128GCMRekey the schedule keeps only the 32-byte key-derivation key
+// and the nonce mask, not an HMAC instance: an idle connection should not
+// carry about 1 KiB of hash state that is needed once every 2^16 frames. The
+// HMAC is built when a frame key is derived, which allocates (as the new
+// AEAD does anyway) once per epoch and direction.
+type keySchedule struct {
+	// mu is held by a direction while it changes its frame AEAD, and by
+	// the other direction while it looks at that AEAD to share it.
+	mu     sync.Mutex
+	rekey  bool
+	kdfKey [rekeyKDFKeyLen]byte
+	mask   [counterSize]byte
+}
+
+// init sets up k for protocol and key. For AES128GCM it returns the frame
+// AEAD of both directions; for AES128GCMRekey it returns nil and the frame
+// AEADs are derived when the first frame needs them.
+func (k *keySchedule) init(protocol string, key []byte) (cipher.AEAD, error) {
+	switch protocol {
+	case AES128GCM:
+		if len(key) != aes128KeySize {
+			return nil, keySizeError(protocol, len(key), aes128KeySize)
+		}
+		return newAEAD(key)
+	case AES128GCMRekey:
+		if len(key) != rekeyKeySize {
+			return nil, keySizeError(protocol, len(key), rekeyKeySize)
+		}
+		k.rekey = true
+		copy(k.kdfKey[:], key[:rekeyKDFKeyLen])
+		copy(k.mask[:], key[rekeyKDFKeyLen:])
+		return nil, nil
+	default:
+		return nil, unknownProtocolError(protocol)
+	}
+}
+
+// frameAEAD derives the frame AEAD of AES128GCMRekey for a counter whose
+// bytes 2..7 are kdf[0:6]: the key is HMAC-SHA256(kdfKey, kdf[0:6] ||
+// 0x01)[:16].
+func (k *keySchedule) frameAEAD(kdf *[6]byte) (cipher.AEAD, error) {
+	var info [7]byte
+	copy(info[:6], kdf[:])
+	info[6] = 0x01
+	mac := hmac.New(sha256.New, k.kdfKey[:])
+	mac.Write(info[:])
+	var sum [sha256.Size]byte
+	mac.Sum(sum[:0])
+	aead, err := newAEAD(sum[:aes128KeySize])
+	clear(sum[:])
+	return aead, err
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
+// noEpoch is the kdfCtr of a direction that has no frame AEAD yet: counter
+// bytes 2..7 are at most 2^48-1.
+const noEpoch = ^uint64(0)
+
 // recordCipher seals or opens frames of one direction. It is not safe for
 // concurrent use; a Conn has one per direction.
 type recordCipher struct {
-	ctr  counter
-	aead cipher.AEAD // the frame AEAD (for rekey: of kdfCtr)
+	ctr counter
+	// aead is the frame AEAD (for rekey: of epoch kdfCtr). It may be the
+	// same AEAD as other's. It and kdfCtr change only with keys.mu held;
+	// the owner of c reads them without it.
+	aead   cipher.AEAD
+	kdfCtr uint64 // counter bytes 2..7 that aead was derived for, or noEpoch
+	keys   *keySchedule
+	other  *recordCipher // the opposite direction of the Conn, or nil
 
-	rekey   bool
-	mac     hash.Hash // HMAC-SHA256 keyed with the KDF key
-	mask    [counterSize]byte
-	kdfCtr  uint64 // counter bytes 2..7 the current aead was derived for
-	keyed   bool
-	info    [7]byte
-	sum     [sha256.Size]byte
 	nonce   [counterSize]byte
 	scratch [counterSize]byte
 }
 
-// init sets up c for protocol with key; directionBit sets byte 11 of the
-// initial counter. It returns errUnknownProtocol or errKeySize on bad
-// arguments.
+// init sets up c, alone, for protocol with key; directionBit sets byte 11
+// of the initial counter. It returns errUnknownProtocol or errKeySize on bad
+// arguments. A Conn instead sets up one keySchedule and attaches both its
+// directions to it.
 func (c *recordCipher) init(protocol string, key []byte, directionBit bool) error {
-	switch protocol {
-	case AES128GCM:
-		if len(key) != aes128KeySize {
-			return keySizeError(protocol, len(key), aes128KeySize)
-		}
-		b, err := aes.NewCipher(key)
-		if err != nil {
-			return err
-		}
-		if c.aead, err = cipher.NewGCM(b); err != nil {
-			return err
-		}
-		c.ctr = newCounter(aes128GCMCounterMask, directionBit)
-	case AES128GCMRekey:
-		if len(key) != rekeyKeySize {
-			return keySizeError(protocol, len(key), rekeyKeySize)
-		}
-		c.rekey = true
-		c.mac = hmac.New(sha256.New, key[:rekeyKDFKeyLen])
-		copy(c.mask[:], key[rekeyKDFKeyLen:])
-		c.ctr = newCounter(rekeyCounterMask, directionBit)
-	default:
-		return unknownProtocolError(protocol)
+	k := new(keySchedule)
+	aead, err := k.init(protocol, key)
+	if err != nil {
+		return err
 	}
+	c.attach(k, aead, nil, directionBit)
 	return nil
 }
 
+// attach makes c a direction under k, with aead the frame AEAD of
+// AES128GCM (nil for AES128GCMRekey). other is the opposite direction, whose
+// frame AEAD c takes over when it needs the same frame key.
+func (c *recordCipher) attach(k *keySchedule, aead cipher.AEAD, other *recordCipher, directionBit bool) {
+	c.keys, c.other, c.aead, c.kdfCtr = k, other, aead, noEpoch
+	if k.rekey {
+		c.ctr = newCounter(rekeyCounterMask, directionBit)
+	} else {
+		c.ctr = newCounter(aes128GCMCounterMask, directionBit)
+	}
+}
+
 // prepare makes c.aead and c.nonce right for the counter value v. For the
-// rekeying protocol it derives a new frame key when bytes 2..7 of v differ
-// from those of the previous frame: HMAC-SHA256(kdfKey, v[2:8] || 0x01)[:16].
-// That derivation allocates a new AES-GCM instance, once every 2^16 frames.
+// rekeying protocol the frame key changes whenever bytes 2..7 of v differ
+// from those of the previous frame: c then shares the other direction's
+// AEAD if that is keyed for the same bytes, and otherwise derives a new one
+// (which allocates, once every 2^16 frames).
 func (c *recordCipher) prepare(v *[counterSize]byte) error {
-	if !c.rekey {
+	if !c.keys.rekey {
 		c.nonce = *v
 		return nil
 	}
 	lo := binary.LittleEndian.Uint64(v[:8])
-	if kdf := lo >> 16; !c.keyed || kdf != c.kdfCtr {
-		copy(c.info[:6], v[2:8])
-		c.info[6] = 0x01
-		c.mac.Reset()
-		c.mac.Write(c.info[:])
-		c.mac.Sum(c.sum[:0])
-		b, err := aes.NewCipher(c.sum[:aes128KeySize])
+	if kdf := lo >> 16; kdf != c.kdfCtr {
+		if err := c.rekeyTo(kdf, (*[6]byte)(v[2:8])); err != nil {
+			return err
+		}
+	}
+	for i := range c.nonce {
+		c.nonce[i] = v[i] ^ c.keys.mask[i]
+	}
+	return nil
+}
+
+// rekeyTo switches c to the frame key of epoch kdf (whose bytes are b).
+func (c *recordCipher) rekeyTo(kdf uint64, b *[6]byte) error {
+	k := c.keys
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if o := c.other; o != nil && o.kdfCtr == kdf {
+		c.aead = o.aead
+	} else {
+		aead, err := k.frameAEAD(b)
 		if err != nil {
 			return err
 		}
-		if c.aead, err = cipher.NewGCM(b); err != nil {
-			return err
-		}
-		clear(c.sum[:])
-		c.kdfCtr, c.keyed = kdf, true
+		c.aead = aead
 	}
-	for i := range c.nonce {
-		c.nonce[i] = v[i] ^ c.mask[i]
-	}
+	c.kdfCtr = kdf
 	return nil
 }
 

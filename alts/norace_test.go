@@ -1,0 +1,5 @@
+//go:build !race
+
+package alts
+
+const raceEnabled = false
