@@ -109,7 +109,38 @@ func DialContext(ctx context.Context, network, addr string, cfg *tls.Config, opt
 // aLongTimeAgo is a deadline in the past, used to interrupt blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func handshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, opts []Option) (conn *Conn, err error) {
+// handshake runs the handshake on a goroutine of its own and waits for it.
+// crypto/tls's key exchange and certificate checks grow a goroutine's stack
+// to 8–16 KiB; run on the caller's goroutine, that stack would stay with the
+// connection's reader, which typically parks in Read for as long as the
+// connection lives (the runtime halves a parked goroutine's stack at most
+// once per GC cycle, and only while it uses under a quarter of it). A panic
+// in the handshake (a tls.Config callback, say) is re-raised in the caller.
+func handshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, opts []Option) (*Conn, error) {
+	type result struct {
+		conn     *Conn
+		err      error
+		panicked any
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				c.Close()
+				done <- result{panicked: p}
+			}
+		}()
+		conn, err := runHandshake(ctx, c, cfg, side, opts)
+		done <- result{conn: conn, err: err}
+	}()
+	r := <-done
+	if r.panicked != nil {
+		panic(r.panicked)
+	}
+	return r.conn, r.err
+}
+
+func runHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, opts []Option) (conn *Conn, err error) {
 	defer func() {
 		if err != nil {
 			c.Close()

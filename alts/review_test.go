@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -77,4 +78,23 @@ func TestNewListenerNilConfigPanics(t *testing.T) {
 	require.PanicsWithValue(t, "alts: NewListener with a nil *tls.Config", func() {
 		NewListener(nil, nil)
 	})
+}
+
+// TestHandshakePanicReachesCaller checks that a panic in a tls.Config
+// callback, which runs on the handshake's own goroutine, is re-raised in the
+// goroutine that called Client, and that the socket is closed.
+func TestHandshakePanicReachesCaller(t *testing.T) {
+	a, _ := hsPKIs(t)
+	ccfg := hsClientConfig(a, false)
+	ccfg.VerifyConnection = func(tls.ConnectionState) error { panic("boom") }
+	c, s := hsTCPPair(t)
+	srvDone := make(chan error, 1)
+	go func() {
+		_, err := Server(s, hsServerConfig(a, false))
+		srvDone <- err
+	}()
+	require.PanicsWithValue(t, "boom", func() { _, _ = Client(c, ccfg) })
+	_, err := c.Write([]byte("x"))
+	require.ErrorIs(t, err, net.ErrClosed, "the socket is closed after the panic")
+	require.Error(t, <-srvDone)
 }

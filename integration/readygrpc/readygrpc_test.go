@@ -256,14 +256,28 @@ func TestManyIdleConnections(t *testing.T) {
 
 			// Idle: every connection has a client and a server reader
 			// parked in ReadOnReady, and none of them holds a buffer.
-			require.Eventually(t, func() bool {
-				return probe.inFlight.Load() >= 2*conns
-			}, 10*time.Second, 10*time.Millisecond, "readers parked: %d", probe.inFlight.Load())
-			assert.Zero(t, probe.heldInFlight.Load(), "buffers taken from gRPC's pool by parked readers")
+			// gRPC may still send a late control frame (a window update,
+			// a BDP ping) after the RPCs return, and the reader it wakes
+			// holds a buffer for a moment; so wait for a quiet moment, and
+			// fail if there is none: a buffer held while idle never lets
+			// these counts reach zero.
+			state := func() (parked, held, inUse int64) {
+				if m.name == "alts" {
+					inUse = pool.Stats().InUseBytes
+				}
+				return probe.inFlight.Load(), probe.heldInFlight.Load(), inUse
+			}
+			quiet := func() bool {
+				parked, held, inUse := state()
+				return parked >= 2*conns && held == 0 && inUse == 0
+			}
+			if !assert.Eventually(t, quiet, 10*time.Second, 10*time.Millisecond) {
+				parked, held, inUse := state()
+				t.Fatalf("never idle: %d readers parked (want %d), %d buffers from gRPC's pool held by parked readers, %d bytes of alts record buffers in use",
+					parked, 2*conns, held, inUse)
+			}
 			if m.name == "alts" {
-				st := pool.Stats()
-				assert.Zero(t, st.InUseBytes, "alts record buffers held while idle")
-				assert.Positive(t, st.Gets)
+				assert.Positive(t, pool.Stats().Gets)
 			}
 			useAll(1)
 		})
