@@ -94,7 +94,10 @@ func buildOptions(opts []Option) options {
 // reference to that buffer until Release; the buffer goes back to the pool
 // once the Reader and every Frame cut from it are done with it.
 type Frame struct {
-	b   []byte
+	// The bytes are unsafe.Slice(p, n). Frame is kept to four words, so
+	// that the compiler keeps it in registers rather than in memory.
+	p   *byte
+	n   int
 	c   *chunk
 	gen uint32 // c.gen when the Frame was cut
 }
@@ -104,10 +107,10 @@ type Frame struct {
 // to the pool and will be reused (with a pool built with bufferpool.WithDebug,
 // Release overwrites the frame's bytes with bufferpool.Poison). It is empty,
 // and may be nil, for an empty frame.
-func (f *Frame) Bytes() []byte { return f.b }
+func (f *Frame) Bytes() []byte { return unsafe.Slice(f.p, f.n) }
 
 // Len returns len(f.Bytes()).
-func (f *Frame) Len() int { return len(f.b) }
+func (f *Frame) Len() int { return f.n }
 
 // Release gives up the frame's memory and clears f, so a second Release of
 // the same variable does nothing. It may be called from any goroutine, also
@@ -121,23 +124,42 @@ func (f *Frame) Len() int { return len(f.b) }
 // pool early, so the other Frames' bytes must be presumed clobbered). The
 // buffer itself is never returned to the pool twice.
 func (f *Frame) Release() {
-	c, gen, b := f.c, f.gen, f.b
+	// Kept small enough to be inlined: the checks that fail only with a
+	// debug pool or on misuse are out of line.
+	c, gen, p, n := f.c, f.gen, f.p, f.n
 	*f = Frame{}
 	if c == nil {
 		return
 	}
+	if c.gen.Load() != gen || c.dbg != nil {
+		c.checkRelease(gen, unsafe.Slice(p, n))
+	}
+	if k := c.refs.Add(-1); k <= 0 {
+		c.last(k)
+	}
+}
+
+// checkRelease panics on the Release of a stale copy of a Frame, and with a
+// debug pool records and poisons the released frame b.
+//
+//go:noinline
+func (c *chunk) checkRelease(gen uint32, b []byte) {
 	if c.gen.Load() != gen {
 		panic(errDoubleRelease)
 	}
 	if c.dbg != nil {
 		c.dbg.release(c, b)
 	}
-	switch n := c.refs.Add(-1); {
-	case n == 0:
-		c.free()
-	case n < 0:
+}
+
+// last handles a count brought to k <= 0 by a Release.
+//
+//go:noinline
+func (c *chunk) last(k int64) {
+	if k < 0 {
 		panic(errDoubleRelease)
 	}
+	c.free()
 }
 
 const errDoubleRelease = "framing: Frame released twice (Release of a copy of a released Frame)"
@@ -286,6 +308,7 @@ type Reader struct {
 	debug    bool // the pool is a bufferpool.WithDebug pool
 
 	tail    tailPool
+	empty   int   // reads in a row that brought nothing
 	pending error // error that came with the last bytes, reported when more are needed
 	err     error // sticky
 }
@@ -295,11 +318,29 @@ type Reader struct {
 // buffer, and any other io.Reader still works. It fails only if spec is
 // invalid.
 func NewReader(r io.Reader, spec Spec, opts ...Option) (*Reader, error) {
-	if err := spec.Validate(); err != nil {
+	// The work is split so that the calls that may go deep (allocation,
+	// and readyreader.New, which sets up the connection's raw reads) run
+	// from small frames: a reader goroutine that outgrows its initial
+	// 2 KiB stack once keeps the larger stack while it is parked (see
+	// [Reader.ReadFrame]).
+	if err := validate(&spec); err != nil {
 		return nil, err
 	}
 	o := buildOptions(opts)
-	return &Reader{rr: readyreader.New(r), spec: spec, fast: newFastHeader(&spec), pool: o.pool, readSize: o.readSize, debug: isDebugPool(o.pool)}, nil
+	rd := new(Reader)
+	rd.init(&spec, &o)
+	rd.rr = readyreader.New(r)
+	return rd, nil
+}
+
+//go:noinline
+func validate(spec *Spec) error { return spec.Validate() }
+
+//go:noinline
+func (r *Reader) init(spec *Spec, o *options) {
+	r.spec = *spec
+	r.fast = newFastHeader(spec)
+	r.pool, r.readSize, r.debug = o.pool, o.readSize, isDebugPool(o.pool)
 }
 
 // ReadFrame returns the next frame. The caller owns it and must Release it;
@@ -313,49 +354,75 @@ func NewReader(r io.Reader, spec Spec, opts ...Option) (*Reader, error) {
 // error is sticky, except a timeout (errors.Is(err, os.ErrDeadlineExceeded)):
 // the Reader keeps any partial frame, and ReadFrame may be called again after
 // the deadline is extended.
-func (r *Reader) ReadFrame() (f Frame, err error) {
+func (r *Reader) ReadFrame() (Frame, error) {
 	if r.nextOK && r.ch != nil && r.err == nil {
 		// The next frame is complete in a buffer already shared.
 		lo, hi := r.off+r.next.strip, r.off+r.next.frame
 		if lo < hi {
-			f = Frame{b: (*r.cur)[lo:hi:hi], c: r.ch, gen: r.chGen}
-			r.handed++
-			if h, ok := r.fast.complete((*r.cur)[hi:r.end]); ok {
-				r.off, r.next = hi, h
-				return f, nil
+			h, ok := r.fast.complete((*r.cur)[hi:r.end])
+			if !ok {
+				// The last complete frame in cur.
+				r.nextOK = false
+				return r.frameFromCur(r.next), nil
 			}
-			r.nextOK = false
-			r.consume(r.next.frame)
-			r.compact()
-			return f, nil
+			p := unsafe.SliceData((*r.cur)[lo:hi])
+			r.handed++
+			r.off, r.next = hi, h
+			return Frame{p: p, n: hi - lo, c: r.ch, gen: r.chGen}, nil
+		}
+	}
+	// Stack depth matters here: a goroutine parks in ReadFrame for as long
+	// as its connection is idle, and one that has outgrown its initial
+	// 2 KiB stack keeps the larger stack while parked (the GC shrinks a
+	// stack only when a quarter of it suffices). So the frames on the path
+	// to the read that waits, ReadFrame and fill, are kept small; parsing
+	// and assembling run in frame, which has returned before fill waits.
+	for {
+		f, more, err := r.frame()
+		if !more {
+			return f, err
+		}
+		buf, n, err := r.rr.ReadOnReady(r.readSize, r.pool)
+		if err := r.filled(buf, n, err); err != nil {
+			return Frame{}, err
+		}
+	}
+}
+
+// frame returns the next frame if the bytes read so far hold it, and
+// otherwise more == true: fill must read first.
+func (r *Reader) frame() (f Frame, more bool, err error) {
+	if r.err != nil {
+		return Frame{}, false, r.err
+	}
+	if r.nextOK {
+		r.nextOK = false
+		return r.frameFromCur(r.next), false, nil
+	}
+	if !r.inFrame && r.hdrN == 0 && r.cur != nil {
+		b := (*r.cur)[r.off:r.end]
+		h, ok, err := r.spec.parseHeader(b)
+		if err != nil {
+			return Frame{}, false, r.fail(err)
+		}
+		if ok && h.frame <= len(b) {
+			return r.frameFromCur(h), false, nil
 		}
 	}
 	for {
-		if r.err != nil {
-			return Frame{}, r.err
-		}
-		if r.nextOK {
-			r.nextOK = false
-			return r.frameFromCur(r.next), nil
-		}
-		if !r.inFrame && r.cur != nil {
-			b := (*r.cur)[r.off:r.end]
-			h, ok, err := r.spec.parseHeader(b)
-			if err != nil {
-				return Frame{}, r.fail(err)
+		buf, n, more, err := r.assemble()
+		if !more || !r.tailRead() {
+			if buf == nil {
+				return Frame{}, more, err
 			}
-			if ok && h.frame <= len(b) {
-				return r.frameFromCur(h), nil
-			}
+			return r.ownFrame(buf, n), false, nil
 		}
-		buf, n, err := r.slow()
-		switch {
-		case n < 0:
-			continue // a read brought a complete frame: take it from cur
-		case buf == nil:
-			return Frame{}, err
+		// The rest of a large frame is read here, straight into the frame
+		// buffer: a goroutine only waits here in the middle of a frame.
+		n, err = r.fillTail()
+		if err = r.readTail(n, err); err != nil {
+			return Frame{}, false, err
 		}
-		return r.ownFrame(buf, n), nil
 	}
 }
 
@@ -369,7 +436,7 @@ func (r *Reader) ReadFrameInto(dst []byte) ([]byte, error) {
 		if r.err != nil {
 			return dst, r.err
 		}
-		if !r.inFrame && r.cur != nil {
+		if !r.inFrame && r.hdrN == 0 && r.cur != nil {
 			b := (*r.cur)[r.off:r.end]
 			h, ok, err := r.next, r.nextOK, error(nil)
 			if !ok {
@@ -386,10 +453,13 @@ func (r *Reader) ReadFrameInto(dst []byte) ([]byte, error) {
 				return dst, nil
 			}
 		}
-		buf, n, err := r.slow()
+		buf, n, more, err := r.assemble()
 		switch {
-		case n < 0:
-			continue // a read brought a complete frame: take it from cur
+		case more:
+			if err := r.fill(); err != nil {
+				return dst, err
+			}
+			continue
 		case err != nil:
 			return dst, err
 		case buf != nil:
@@ -484,7 +554,7 @@ func (r *Reader) newChunk(buf *[]byte, refs int64) *chunk {
 // ownFrame returns a Frame of the first n bytes of buf, which it owns.
 func (r *Reader) ownFrame(buf *[]byte, n int) Frame {
 	c := r.newChunk(buf, 1)
-	return Frame{b: (*buf)[:n:n], c: c, gen: c.gen.Load()}
+	return Frame{p: unsafe.SliceData((*buf)[:n]), n: n, c: c, gen: c.gen.Load()}
 }
 
 // frameFromCur hands out the complete frame h at the start of cur.
@@ -498,7 +568,7 @@ func (r *Reader) frameFromCur(h header) Frame {
 			r.ch = r.newChunk(r.cur, readerRef)
 			r.chGen, r.handed = r.ch.gen.Load(), 0
 		}
-		f = Frame{b: (*r.cur)[lo:hi:hi], c: r.ch, gen: r.chGen}
+		f = Frame{p: unsafe.SliceData((*r.cur)[lo:hi]), n: hi - lo, c: r.ch, gen: r.chGen}
 		r.handed++
 	default:
 		buf := r.pool.Get(hi - lo)
@@ -624,77 +694,111 @@ func (r *Reader) ensure(n int) {
 	r.fb = nb
 }
 
-// slow assembles the next frame, reading as needed. It returns the frame's
-// visible bytes as (*buf)[:n], with buf owned by the caller, or a nil buf for
-// an empty frame or an error. If a read leaves a complete frame at the start
-// of cur, it returns n < 0 instead, with r.nextOK set, so that the caller
-// takes the frame from cur without a copy into a frame buffer.
-func (r *Reader) slow() (*[]byte, int, error) {
-	empty := 0
-	for {
-		done, err := r.absorb()
-		if err != nil {
-			return nil, 0, r.fail(err)
-		}
-		if done {
-			buf, n := r.fb, r.fbN
-			r.inFrame, r.fb, r.fbN, r.consumed = false, nil, 0, 0
-			r.compact()
-			return buf, n, nil
-		}
-		// Nothing left in cur: read.
-		if r.pending != nil {
-			err := r.pending
-			r.pending = nil
-			return nil, 0, r.readErr(err)
-		}
-		var n int
-		need := r.h.frame - r.consumed
-		if r.inFrame && r.consumed >= r.h.strip && need >= r.readSize/2 {
-			// A large remainder: read straight into the frame buffer.
-			if r.fbN == len(*r.fb) {
-				r.ensure(r.fbN + 1)
-			}
-			tail := (*r.fb)[r.fbN:min(len(*r.fb), r.fbN+need)]
-			r.tail.b = tail
-			var buf *[]byte
-			buf, n, err = r.rr.ReadOnReady(len(tail), &r.tail)
-			if n > 0 {
-				if unsafe.SliceData(*buf) != unsafe.SliceData(tail) {
-					copy(tail, (*buf)[:n])
-				}
-				r.fbN += n
-				r.consumed += n
-			}
-			r.tail.b = nil
-		} else {
-			var buf *[]byte
-			buf, n, err = r.rr.ReadOnReady(r.readSize, r.pool)
-			if n > 0 {
-				r.cur, r.off, r.end = buf, 0, n
-				r.share = r.shareAll || 2*n >= cap(*buf)
-			} else if buf != nil {
-				r.pool.Put(buf)
-			}
-		}
-		if n > 0 {
-			empty = 0
-			r.pending = err
-			if !r.inFrame && r.hdrN == 0 && r.cur != nil {
-				if r.compact(); r.nextOK {
-					return nil, -1, nil
-				}
-			}
-			continue
-		}
-		if err == nil || errors.Is(err, io.ErrNoProgress) {
-			if empty++; empty < maxEmptyReads {
-				continue
-			}
-			err = io.ErrNoProgress
-		}
-		return nil, 0, r.readErr(err)
+// assemble continues the frame being assembled with the bytes read ahead.
+// If that completes it, it returns the frame's visible bytes as (*buf)[:n],
+// with buf owned by the caller, or a nil buf for an empty frame. If the
+// bytes run out first, it returns more == true (a read is needed), or the
+// error that came with the last bytes. A complete frame left at the start
+// of cur is taken from there by the caller, without a copy.
+func (r *Reader) assemble() (buf *[]byte, n int, more bool, err error) {
+	done, err := r.absorb()
+	if err != nil {
+		return nil, 0, false, r.fail(err)
 	}
+	if done {
+		buf, n := r.fb, r.fbN
+		r.inFrame, r.fb, r.fbN, r.consumed = false, nil, 0, 0
+		r.compact()
+		return buf, n, false, nil
+	}
+	if r.pending != nil {
+		err := r.pending
+		r.pending = nil
+		return nil, 0, false, r.readErr(err)
+	}
+	return nil, 0, true, nil
+}
+
+// tailRead reports whether the next read goes straight into the frame
+// buffer: the rest of the frame is large.
+func (r *Reader) tailRead() bool {
+	return r.inFrame && r.consumed >= r.h.strip && r.h.frame-r.consumed >= r.readSize/2
+}
+
+// fill reads once: into a read buffer that becomes cur or, for the rest of
+// a large frame, straight into the frame buffer. It returns an error only
+// when the caller should return it.
+func (r *Reader) fill() error {
+	if r.tailRead() {
+		return r.readTail(r.fillTail())
+	}
+	buf, n, err := r.rr.ReadOnReady(r.readSize, r.pool)
+	return r.filled(buf, n, err)
+}
+
+// filled takes the result of a read of r.readSize bytes: (*buf)[:n] becomes
+// cur. It returns an error only when the caller should return it.
+func (r *Reader) filled(buf *[]byte, n int, err error) error {
+	if n <= 0 {
+		if buf != nil {
+			r.pool.Put(buf)
+		}
+		return r.noBytes(err)
+	}
+	r.cur, r.off, r.end = buf, 0, n
+	r.share = r.shareAll || 2*n >= cap(*buf)
+	r.empty = 0
+	r.pending = err
+	if !r.inFrame && r.hdrN == 0 {
+		// Keep cur only for a complete frame, which the caller takes
+		// from there.
+		r.compact()
+	}
+	return nil
+}
+
+// readTail takes the result of fillTail.
+func (r *Reader) readTail(n int, err error) error {
+	if n <= 0 {
+		return r.noBytes(err)
+	}
+	r.empty = 0
+	r.pending = err
+	return nil
+}
+
+// fillTail reads the large remainder of a frame straight into the frame
+// buffer.
+func (r *Reader) fillTail() (int, error) {
+	need := r.h.frame - r.consumed
+	if r.fbN == len(*r.fb) {
+		r.ensure(r.fbN + 1)
+	}
+	tail := (*r.fb)[r.fbN:min(len(*r.fb), r.fbN+need)]
+	r.tail.b = tail
+	buf, n, err := r.rr.ReadOnReady(len(tail), &r.tail)
+	if n > 0 {
+		if unsafe.SliceData(*buf) != unsafe.SliceData(tail) {
+			copy(tail, (*buf)[:n])
+		}
+		r.fbN += n
+		r.consumed += n
+	}
+	r.tail.b = nil
+	return n, err
+}
+
+// noBytes handles a read that brought no bytes: it tolerates a few in a row
+// without an error, as bufio does.
+func (r *Reader) noBytes(err error) error {
+	if err == nil || errors.Is(err, io.ErrNoProgress) {
+		if r.empty++; r.empty < maxEmptyReads {
+			return nil
+		}
+		err = io.ErrNoProgress
+	}
+	r.empty = 0
+	return r.readErr(err)
 }
 
 // readErr turns an error from the connection into the Reader's error.

@@ -238,12 +238,12 @@ func (s *Spec) parseHeader(b []byte) (h header, ok bool, err error) {
 		case 1:
 			v = uint64(f[0])
 			if s.Signed && int8(f[0]) < 0 {
-				return h, true, fmt.Errorf("%w: negative length %d", ErrInvalidLength, int8(f[0]))
+				return h, true, errNegative(int64(int8(f[0])))
 			}
 		case 2:
 			x := o.Uint16(f)
 			if s.Signed && int16(x) < 0 {
-				return h, true, fmt.Errorf("%w: negative length %d", ErrInvalidLength, int16(x))
+				return h, true, errNegative(int64(int16(x)))
 			}
 			v = uint64(x)
 		case 3:
@@ -255,13 +255,13 @@ func (s *Spec) parseHeader(b []byte) (h header, ok bool, err error) {
 		case 4:
 			x := o.Uint32(f)
 			if s.Signed && int32(x) < 0 {
-				return h, true, fmt.Errorf("%w: negative length %d", ErrInvalidLength, int32(x))
+				return h, true, errNegative(int64(int32(x)))
 			}
 			v = uint64(x)
 		case 8:
 			v = o.Uint64(f)
 			if s.Signed && int64(v) < 0 {
-				return h, true, fmt.Errorf("%w: negative length %d", ErrInvalidLength, int64(v))
+				return h, true, errNegative(int64(v))
 			}
 		}
 	case MQTTVarint:
@@ -276,7 +276,7 @@ func (s *Spec) parseHeader(b []byte) (h header, ok bool, err error) {
 				break
 			}
 			if i == 3 {
-				return h, true, fmt.Errorf("%w: MQTT variable byte integer longer than 4 bytes", ErrInvalidLength)
+				return h, true, errMQTTTooLong
 			}
 		}
 	case Uvarint:
@@ -286,12 +286,12 @@ func (s *Spec) parseHeader(b []byte) (h header, ok bool, err error) {
 		v, n = binary.Uvarint(b[off:])
 		if n == 0 {
 			if len(b)-off >= binary.MaxVarintLen64 {
-				return h, true, fmt.Errorf("%w: varint overflows 64 bits", ErrInvalidLength)
+				return h, true, errVarintOverflow
 			}
 			return h, false, nil
 		}
 		if n < 0 {
-			return h, true, fmt.Errorf("%w: varint overflows 64 bits", ErrInvalidLength)
+			return h, true, errVarintOverflow
 		}
 	}
 	h.end = off + n
@@ -300,14 +300,14 @@ func (s *Spec) parseHeader(b []byte) (h header, ok bool, err error) {
 	// large. Values beyond max+|Adjustment| are too large whatever the header
 	// (and would overflow below).
 	if v > uint64(max)+uint64(max0(-s.Adjustment)) {
-		return h, true, fmt.Errorf("%w: length field %d, limit %d", ErrFrameTooLarge, v, max)
+		return h, true, errLengthField(v, max)
 	}
 	frame := int64(h.end) + int64(v) + int64(s.Adjustment)
 	if frame < int64(h.end) {
-		return h, true, fmt.Errorf("%w: frame of %d bytes is shorter than its %d-byte header", ErrInvalidLength, frame, h.end)
+		return h, true, errShortFrame(frame, h.end)
 	}
 	if frame > int64(max) {
-		return h, true, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, frame, max)
+		return h, true, errTooLarge(frame, max)
 	}
 	h.frame = int(frame)
 	h.strip = s.Strip
@@ -315,20 +315,76 @@ func (s *Spec) parseHeader(b []byte) (h header, ok bool, err error) {
 		h.strip = h.end
 	}
 	if h.strip > h.frame {
-		return h, true, fmt.Errorf("%w: frame of %d bytes is shorter than the %d bytes to strip", ErrInvalidLength, h.frame, h.strip)
+		return h, true, errShortStrip(h.frame, h.strip)
 	}
 	return h, true, nil
+}
+
+// The errors of parseHeader are built out of line, so that formatting them
+// does not make parseHeader's stack frame large: it runs on the path of
+// every frame, in goroutines that are parked between frames and keep any
+// stack they have grown (see ReadFrame).
+var (
+	errMQTTTooLong    = fmt.Errorf("%w: MQTT variable byte integer longer than 4 bytes", ErrInvalidLength)
+	errVarintOverflow = fmt.Errorf("%w: varint overflows 64 bits", ErrInvalidLength)
+)
+
+//go:noinline
+func errNegative(v int64) error {
+	return fmt.Errorf("%w: negative length %d", ErrInvalidLength, v)
+}
+
+//go:noinline
+func errLengthField(v uint64, max int) error {
+	return fmt.Errorf("%w: length field %d, limit %d", ErrFrameTooLarge, v, max)
+}
+
+//go:noinline
+func errShortFrame(frame int64, end int) error {
+	return fmt.Errorf("%w: frame of %d bytes is shorter than its %d-byte header", ErrInvalidLength, frame, end)
+}
+
+//go:noinline
+func errTooLarge(frame int64, max int) error {
+	return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, frame, max)
+}
+
+//go:noinline
+func errShortStrip(frame, strip int) error {
+	return fmt.Errorf("%w: frame of %d bytes is shorter than the %d bytes to strip", ErrInvalidLength, frame, strip)
+}
+
+// The errors of lengthValue, built out of line by errWriteLen.
+const (
+	errShortHeader = iota
+	errNegativeValue
+	errNoFit
+	errMQTTMax
+)
+
+//go:noinline
+func errWriteLen(kind int, a, b int64) error {
+	switch kind {
+	case errShortHeader:
+		return fmt.Errorf("%w: %d bytes cannot hold the %d header bytes before the length field", ErrInvalidLength, a, b)
+	case errNegativeValue:
+		return fmt.Errorf("%w: %d bytes give the negative length %d", ErrInvalidLength, a, b)
+	case errNoFit:
+		return fmt.Errorf("%w: length %d does not fit in %d bytes", ErrFrameTooLarge, uint64(a), b)
+	default:
+		return fmt.Errorf("%w: length %d exceeds the MQTT maximum 268435455", ErrFrameTooLarge, a)
+	}
 }
 
 // lengthValue returns the value of the length field for a frame whose bytes,
 // without the length field, total p, and the encoded size of that field.
 func (s *Spec) lengthValue(p int) (v uint64, n int, err error) {
 	if p < s.LengthOffset {
-		return 0, 0, fmt.Errorf("%w: %d bytes cannot hold the %d header bytes before the length field", ErrInvalidLength, p, s.LengthOffset)
+		return 0, 0, errWriteLen(errShortHeader, int64(p), int64(s.LengthOffset))
 	}
 	val := int64(p) - int64(s.LengthOffset) - int64(s.Adjustment)
 	if val < 0 {
-		return 0, 0, fmt.Errorf("%w: %d bytes give the negative length %d", ErrInvalidLength, p, val)
+		return 0, 0, errWriteLen(errNegativeValue, int64(p), val)
 	}
 	v = uint64(val)
 	switch s.Kind {
@@ -339,18 +395,18 @@ func (s *Spec) lengthValue(p int) (v uint64, n int, err error) {
 			bits--
 		}
 		if bits < 64 && v >= 1<<bits {
-			return 0, 0, fmt.Errorf("%w: length %d does not fit in %d bytes", ErrFrameTooLarge, v, n)
+			return 0, 0, errWriteLen(errNoFit, int64(v), int64(n))
 		}
 	case MQTTVarint:
 		if v > 268435455 {
-			return 0, 0, fmt.Errorf("%w: length %d exceeds the MQTT maximum 268435455", ErrFrameTooLarge, v)
+			return 0, 0, errWriteLen(errMQTTMax, int64(v), 0)
 		}
 		n = uvarintLen(v)
 	case Uvarint:
 		n = uvarintLen(v)
 	}
 	if f := int64(p) + int64(n); f > int64(s.maxFrame()) {
-		return 0, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, f, s.maxFrame())
+		return 0, 0, errTooLarge(f, s.maxFrame())
 	}
 	return v, n, nil
 }

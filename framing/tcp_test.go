@@ -353,5 +353,14 @@ func TestTCPWriterZeroAllocs(t *testing.T) {
 		if err := w.WriteFrame(flag, payload); err != nil {
 			panic(err)
 		}
-	}))
+	}), "small frames: one write from a pooled buffer")
+	big := make([]byte, 64<<10)
+	for range 10 {
+		require.NoError(t, w.WriteFrame(flag, big))
+	}
+	require.Zero(t, testing.AllocsPerRun(50, func() {
+		if err := w.WriteFrame(flag, big); err != nil {
+			panic(err)
+		}
+	}), "large frames: writev")
 }

@@ -19,26 +19,29 @@ type Writer struct {
 	spec   Spec
 	pool   bufferpool.Pool
 	writev bool
-	hdr    [16]byte
-	vec    [8][]byte
-	more   [][]byte
-	bufs   net.Buffers
-	err    error
+	// copyMax is the largest frame written by copying even when writev
+	// is on (smallFrame; tests lower it to exercise writev).
+	copyMax int
+	hdr     [16]byte
+	vec     [8][]byte
+	more    [][]byte
+	bufs    net.Buffers
+	err     error
 }
 
 // NewWriter returns a Writer of frames described by spec to w. Spec.Strip
 // does not apply to writing. It fails only if spec is invalid.
 //
-// On *net.TCPConn and *net.UnixConn a frame goes out as one vectored write
-// (writev) of the header and the caller's slices, without copying. Other
-// writers get one Write per frame, assembled in a buffer taken from the pool
-// and returned right after.
+// On *net.TCPConn and *net.UnixConn a frame larger than 4 KiB goes out as one
+// vectored write (writev) of the header and the caller's slices, without
+// copying. Smaller frames, and every frame to other writers, go out as one
+// Write, assembled in a buffer taken from the pool and returned right after.
 func NewWriter(w io.Writer, spec Spec, opts ...Option) (*Writer, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	o := buildOptions(opts)
-	fw := &Writer{w: w, spec: spec, pool: o.pool}
+	fw := &Writer{w: w, spec: spec, pool: o.pool, copyMax: smallFrame}
 	switch w.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		fw.writev = true
@@ -73,32 +76,57 @@ func (w *Writer) WriteFrame(parts ...[]byte) error {
 	}
 	lf := w.hdr[:ln]
 	w.spec.putLength(lf, v)
+	// The splicing and the copy run in functions of their own, so that
+	// WriteFrame's frame stays small on the way down to the system call
+	// (stack depth matters to goroutines that park later: see
+	// Reader.ReadFrame).
 	var n int64
-	if w.writev {
-		vec := w.vec[:0]
-		if len(parts)+2 > len(w.vec) {
-			vec = w.more[:0]
-		}
-		vec = splice(vec, parts, w.spec.LengthOffset, lf)
-		if cap(vec) > len(w.vec) {
-			w.more = vec
-		}
+	if w.writev && p+ln > w.copyMax {
+		vec := w.spliceVec(parts, lf)
 		w.bufs = vec
 		n, err = w.bufs.WriteTo(w.w)
 		clear(vec) // do not keep the caller's memory alive
 		w.bufs = nil
 	} else {
-		buf := w.pool.Get(p + ln)
-		spliceCopy(*buf, parts, w.spec.LengthOffset, lf)
-		var m int
-		m, err = w.w.Write(*buf)
-		n = int64(m)
-		w.pool.Put(buf)
+		n, err = w.writeCopy(parts, p, lf)
 	}
 	if err != nil {
 		return w.writeErr(err, n)
 	}
 	return nil
+}
+
+// spliceVec returns lf and the parts as the slices of one vectored write.
+//
+//go:noinline
+func (w *Writer) spliceVec(parts [][]byte, lf []byte) [][]byte {
+	vec := w.vec[:0]
+	if len(parts)+2 > len(w.vec) {
+		vec = w.more[:0]
+	}
+	vec = splice(vec, parts, w.spec.LengthOffset, lf)
+	if cap(vec) > len(w.vec) {
+		w.more = vec
+	}
+	return vec
+}
+
+// smallFrame is the largest frame a Writer on a socket copies into one pooled
+// buffer and writes with one write(2) instead of a vectored write: for small
+// frames the copy costs less than the kernel's iovec handling, and the plain
+// write path is also far shallower on the goroutine's stack.
+const smallFrame = 4 << 10
+
+// writeCopy writes lf and the parts, p bytes, with one Write from a pooled
+// buffer.
+//
+//go:noinline
+func (w *Writer) writeCopy(parts [][]byte, p int, lf []byte) (int64, error) {
+	buf := w.pool.Get(p + len(lf))
+	spliceCopy(*buf, parts, w.spec.LengthOffset, lf)
+	m, err := w.w.Write(*buf)
+	w.pool.Put(buf)
+	return int64(m), err
 }
 
 func (w *Writer) writeErr(err error, n int64) error {

@@ -144,6 +144,7 @@ func TestWriterZeroAllocs(t *testing.T) {
 		}
 	}))
 	w.writev = true
+	w.copyMax = 0
 	var vw bytesBuffersWriter
 	w.w = &vw
 	vw.Grow(1 << 20)
@@ -166,6 +167,7 @@ func TestWriterManyParts(t *testing.T) {
 	w, err := NewWriter(&vw, Spec{LengthOffset: 3, LengthSize: 2})
 	require.NoError(t, err)
 	w.writev = true
+	w.copyMax = 0
 	var parts [][]byte
 	var all []byte
 	for i := range 20 {
