@@ -206,6 +206,9 @@ func FuzzWriterReader(f *testing.F) {
 		require.NoError(t, err)
 		w.writev = flags&8 != 0
 		w.copyMax = 0
+		if flags&4 != 0 {
+			w.piece = int(flags>>4) + 1 // large frames in pieces
+		}
 		err = w.WriteFrame(parts...)
 		if err != nil {
 			require.Zero(t, stream.Len())

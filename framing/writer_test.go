@@ -193,3 +193,30 @@ func mqttTooLong() [][]byte {
 	}
 	return parts
 }
+
+// TestWriterPieces checks that a frame cut into several vectored writes
+// (large frames on TCP) reaches the wire intact, whatever the cuts.
+func TestWriterPieces(t *testing.T) {
+	var all []byte
+	var parts [][]byte
+	for i := range 12 {
+		p := bytes.Repeat([]byte{byte(i + 1)}, i%5)
+		parts = append(parts, p)
+		all = append(all, p...)
+	}
+	want := cat(all[:3], hx("0012"), all[3:]) // 23 bytes in all
+	for piece := 1; piece <= 20; piece++ {
+		var vw bytesBuffersWriter
+		w, err := NewWriter(&vw, Spec{LengthOffset: 3, LengthSize: 2})
+		require.NoError(t, err)
+		w.writev = true
+		w.copyMax = 0
+		w.piece = piece
+		require.NoError(t, w.WriteFrame(parts...))
+		require.NoError(t, w.WriteFrame(parts...))
+		require.Equal(t, cat(want, want), vw.Bytes(), "piece %d", piece)
+		for _, v := range w.vec {
+			require.Nil(t, v, "caller's memory kept")
+		}
+	}
+}
