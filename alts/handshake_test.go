@@ -3,16 +3,11 @@ package alts
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"sync"
@@ -22,127 +17,34 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// hsPKI is a CA with a server and a client certificate, made once.
-type hsPKI struct {
-	pool   *x509.CertPool
-	server tls.Certificate // localhost, 127.0.0.1, ::1
-	client tls.Certificate // CN "client"
-}
+	"github.com/readyconn/readyconn/internal/testcert"
+	"github.com/readyconn/readyconn/internal/testnet"
+)
 
 var (
 	hsPKIOnce      sync.Once
-	hsPKIA, hsPKIB *hsPKI // two unrelated CAs
+	hsPKIA, hsPKIB *testcert.PKI // two unrelated CAs
 	errHsPKI       error
 	hsTimeout      = 10 * time.Second
 )
 
-func newHsPKI(name string) (*hsPKI, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name + " CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (tls.Certificate, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		}
-		if server {
-			tmpl.DNSNames = []string{"localhost"}
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
-	}
-	p := &hsPKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	if p.server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, true); err != nil {
-		return nil, err
-	}
-	if p.client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, false); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func hsPKIs(t testing.TB) (a, b *hsPKI) {
+func hsPKIs(t testing.TB) (a, b *testcert.PKI) {
 	hsPKIOnce.Do(func() {
-		if hsPKIA, errHsPKI = newHsPKI("A"); errHsPKI != nil {
+		if hsPKIA, errHsPKI = testcert.New("A"); errHsPKI != nil {
 			return
 		}
-		hsPKIB, errHsPKI = newHsPKI("B")
+		hsPKIB, errHsPKI = testcert.New("B")
 	})
 	require.NoError(t, errHsPKI)
 	return hsPKIA, hsPKIB
 }
 
-func hsServerConfig(p *hsPKI, mutual bool) *tls.Config {
-	cfg := &tls.Config{Certificates: []tls.Certificate{p.server}}
-	if mutual {
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = p.pool
-	}
+// hsClientConfig is p.ClientConfig for ServerName "localhost".
+func hsClientConfig(p *testcert.PKI, cert bool) *tls.Config {
+	cfg := p.ClientConfig(cert)
+	cfg.ServerName = "localhost"
 	return cfg
-}
-
-func hsClientConfig(p *hsPKI, cert bool) *tls.Config {
-	cfg := &tls.Config{RootCAs: p.pool, ServerName: "localhost"}
-	if cert {
-		cfg.Certificates = []tls.Certificate{p.client}
-	}
-	return cfg
-}
-
-// hsTCPPair returns the two ends of a loopback TCP connection.
-func hsTCPPair(t testing.TB) (client, server net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	r := <-ch
-	require.NoError(t, r.err)
-	t.Cleanup(func() { client.Close(); r.c.Close() })
-	return client, r.c
 }
 
 type hsResult struct {
@@ -152,7 +54,7 @@ type hsResult struct {
 
 // hsPair runs Client and Server on the ends of a TCP connection.
 func hsPair(t testing.TB, ccfg, scfg *tls.Config) (client, server hsResult) {
-	cc, sc := hsTCPPair(t)
+	cc, sc := testnet.TCPPair(t)
 	cc.SetDeadline(time.Now().Add(hsTimeout))
 	sc.SetDeadline(time.Now().Add(hsTimeout))
 	ch := make(chan hsResult, 1)
@@ -174,7 +76,7 @@ func hsPair(t testing.TB, ccfg, scfg *tls.Config) (client, server hsResult) {
 func TestHandshakeMutualTLS(t *testing.T) {
 	a, _ := hsPKIs(t)
 	var clientVerified, serverVerified atomic.Int32
-	scfg := hsServerConfig(a, true)
+	scfg := a.ServerConfig(true)
 	scfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
 		serverVerified.Add(1)
 		if len(chains) == 0 || chains[0][0].Subject.CommonName != "client" {
@@ -247,7 +149,7 @@ func TestHandshakeDataRightAfter(t *testing.T) {
 	for _, mutual := range []bool{false, true} {
 		t.Run(fmt.Sprintf("mutual=%v", mutual), func(t *testing.T) {
 			for i := range 30 {
-				cc, sc := hsTCPPair(t)
+				cc, sc := testnet.TCPPair(t)
 				cc.SetDeadline(time.Now().Add(hsTimeout))
 				sc.SetDeadline(time.Now().Add(hsTimeout))
 				msgC := bytes.Repeat([]byte{byte(i), 'c'}, 100+i*37)
@@ -255,7 +157,7 @@ func TestHandshakeDataRightAfter(t *testing.T) {
 				errc := make(chan error, 1)
 				var gotC []byte
 				go func() {
-					s, err := Server(sc, hsServerConfig(a, mutual))
+					s, err := Server(sc, a.ServerConfig(mutual))
 					if err != nil {
 						errc <- err
 						return
@@ -290,7 +192,7 @@ func TestHandshakeDataRightAfter(t *testing.T) {
 
 func TestHandshakeWrongRootCA(t *testing.T) {
 	a, b := hsPKIs(t)
-	c, s := hsPair(t, hsClientConfig(b, false), hsServerConfig(a, false))
+	c, s := hsPair(t, hsClientConfig(b, false), a.ServerConfig(false))
 	require.Error(t, c.err)
 	assert.ErrorIs(t, c.err, ErrHandshake)
 	var verr *tls.CertificateVerificationError
@@ -305,8 +207,8 @@ func TestHandshakeClientCertRequired(t *testing.T) {
 	// The server requires a client certificate from CA a; the client
 	// presents one from CA b. The server refuses it.
 	ccfg := hsClientConfig(a, false)
-	ccfg.Certificates = []tls.Certificate{b.client}
-	c, s := hsPair(t, ccfg, hsServerConfig(a, true))
+	ccfg.Certificates = []tls.Certificate{b.Client}
+	c, s := hsPair(t, ccfg, a.ServerConfig(true))
 	require.Error(t, s.err)
 	assert.ErrorIs(t, s.err, ErrHandshake)
 	assert.ErrorContains(t, s.err, "certificate")
@@ -322,7 +224,7 @@ func TestHandshakeClientCertRequired(t *testing.T) {
 	}
 
 	// Without any certificate, too.
-	c, s = hsPair(t, hsClientConfig(a, false), hsServerConfig(a, true))
+	c, s = hsPair(t, hsClientConfig(a, false), a.ServerConfig(true))
 	assert.ErrorIs(t, s.err, ErrHandshake)
 	assert.ErrorContains(t, s.err, "certificate")
 }
@@ -332,7 +234,7 @@ func TestHandshakeVerifyPeerCertificateRejects(t *testing.T) {
 	errNope := errors.New("not on the allow list")
 	ccfg := hsClientConfig(a, false)
 	ccfg.VerifyPeerCertificate = func([][]byte, [][]*x509.Certificate) error { return errNope }
-	c, s := hsPair(t, ccfg, hsServerConfig(a, false))
+	c, s := hsPair(t, ccfg, a.ServerConfig(false))
 	assert.ErrorIs(t, c.err, errNope)
 	assert.ErrorIs(t, c.err, ErrHandshake)
 	assert.ErrorIs(t, s.err, ErrHandshake)
@@ -348,15 +250,15 @@ func TestHandshakePlainTLSPeers(t *testing.T) {
 		peer   *tls.Config
 		want   error // on the alts side, besides ErrHandshake
 	}{
-		{"tls13 client h2", true, &tls.Config{RootCAs: a.pool, ServerName: "localhost", NextProtos: []string{"h2"}}, nil},
-		{"tls13 client no ALPN", true, &tls.Config{RootCAs: a.pool, ServerName: "localhost"}, ErrALPN},
-		{"tls12 client", true, &tls.Config{RootCAs: a.pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12, NextProtos: []string{ALPN}}, nil},
-		{"tls13 server no ALPN", false, &tls.Config{Certificates: []tls.Certificate{a.server}}, ErrALPN},
-		{"tls12 server", false, &tls.Config{Certificates: []tls.Certificate{a.server}, MaxVersion: tls.VersionTLS12, NextProtos: []string{ALPN}}, nil},
+		{"tls13 client h2", true, &tls.Config{RootCAs: a.Pool, ServerName: "localhost", NextProtos: []string{"h2"}}, nil},
+		{"tls13 client no ALPN", true, &tls.Config{RootCAs: a.Pool, ServerName: "localhost"}, ErrALPN},
+		{"tls12 client", true, &tls.Config{RootCAs: a.Pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12, NextProtos: []string{ALPN}}, nil},
+		{"tls13 server no ALPN", false, &tls.Config{Certificates: []tls.Certificate{a.Server}}, ErrALPN},
+		{"tls12 server", false, &tls.Config{Certificates: []tls.Certificate{a.Server}, MaxVersion: tls.VersionTLS12, NextProtos: []string{ALPN}}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cc, sc := hsTCPPair(t)
+			cc, sc := testnet.TCPPair(t)
 			cc.SetDeadline(time.Now().Add(hsTimeout))
 			sc.SetDeadline(time.Now().Add(hsTimeout))
 			peerErr := make(chan error, 1)
@@ -372,7 +274,7 @@ func TestHandshakePlainTLSPeers(t *testing.T) {
 					}
 					peerErr <- err
 				}()
-				_, altsErr = Server(sc, hsServerConfig(a, false))
+				_, altsErr = Server(sc, a.ServerConfig(false))
 			} else {
 				go func() {
 					tc := tls.Server(sc, tt.peer)
@@ -396,7 +298,7 @@ func TestHandshakePlainTLSPeers(t *testing.T) {
 
 func TestHandshakeConfigRefusesTLS13(t *testing.T) {
 	a, _ := hsPKIs(t)
-	cc, _ := hsTCPPair(t)
+	cc, _ := testnet.TCPPair(t)
 	ccfg := hsClientConfig(a, false)
 	ccfg.MaxVersion = tls.VersionTLS12
 	_, err := Client(cc, ccfg)
@@ -405,7 +307,7 @@ func TestHandshakeConfigRefusesTLS13(t *testing.T) {
 	_, err = cc.Write([]byte{1})
 	assert.ErrorIs(t, err, net.ErrClosed)
 
-	cc, _ = hsTCPPair(t)
+	cc, _ = testnet.TCPPair(t)
 	_, err = Client(cc, nil)
 	assert.ErrorIs(t, err, ErrHandshake)
 }
@@ -413,21 +315,21 @@ func TestHandshakeConfigRefusesTLS13(t *testing.T) {
 func TestHandshakeDeadlinesAndCancel(t *testing.T) {
 	a, _ := hsPKIs(t)
 	t.Run("conn deadline", func(t *testing.T) {
-		cc, _ := hsTCPPair(t) // the server never answers
+		cc, _ := testnet.TCPPair(t) // the server never answers
 		cc.SetDeadline(time.Now().Add(50 * time.Millisecond))
 		_, err := Client(cc, hsClientConfig(a, false))
 		assert.ErrorIs(t, err, ErrHandshake)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	})
 	t.Run("server conn deadline", func(t *testing.T) {
-		_, sc := hsTCPPair(t) // the client never sends a hello
+		_, sc := testnet.TCPPair(t) // the client never sends a hello
 		sc.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		_, err := Server(sc, hsServerConfig(a, false))
+		_, err := Server(sc, a.ServerConfig(false))
 		assert.ErrorIs(t, err, ErrHandshake)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	})
 	t.Run("context deadline", func(t *testing.T) {
-		cc, _ := hsTCPPair(t)
+		cc, _ := testnet.TCPPair(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		_, err := ClientContext(ctx, cc, hsClientConfig(a, false))
@@ -435,27 +337,27 @@ func TestHandshakeDeadlinesAndCancel(t *testing.T) {
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 	})
 	t.Run("context cancel", func(t *testing.T) {
-		_, sc := hsTCPPair(t)
+		_, sc := testnet.TCPPair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		_, err := ServerContext(ctx, sc, hsServerConfig(a, false))
+		_, err := ServerContext(ctx, sc, a.ServerConfig(false))
 		assert.ErrorIs(t, err, ErrHandshake)
 		assert.ErrorIs(t, err, context.Canceled)
 	})
 	t.Run("context done before", func(t *testing.T) {
-		cc, _ := hsTCPPair(t)
+		cc, _ := testnet.TCPPair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_, err := ClientContext(ctx, cc, hsClientConfig(a, false))
 		assert.ErrorIs(t, err, context.Canceled)
 	})
 	t.Run("deadline cleared after success", func(t *testing.T) {
-		cc, sc := hsTCPPair(t)
+		cc, sc := testnet.TCPPair(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		ch := make(chan hsResult, 1)
 		go func() {
-			s, err := ServerContext(ctx, sc, hsServerConfig(a, false))
+			s, err := ServerContext(ctx, sc, a.ServerConfig(false))
 			ch <- hsResult{s, err}
 		}()
 		c, err := ClientContext(ctx, cc, hsClientConfig(a, false))
@@ -471,12 +373,12 @@ func TestHandshakeDeadlinesAndCancel(t *testing.T) {
 
 func TestHandshakePeerResetsMidway(t *testing.T) {
 	a, _ := hsPKIs(t)
-	cc, sc := hsTCPPair(t)
+	cc, sc := testnet.TCPPair(t)
 	go func() {
 		// Read the ClientHello, then vanish.
 		buf := make([]byte, 5)
 		io.ReadFull(sc, buf)
-		sc.(*net.TCPConn).SetLinger(0)
+		sc.SetLinger(0)
 		sc.Close()
 	}()
 	cc.SetDeadline(time.Now().Add(hsTimeout))
@@ -602,7 +504,7 @@ func TestListenerSlowClientDoesNotBlockOthers(t *testing.T) {
 		HandshakeTimeout: 300 * time.Millisecond,
 		HandshakeError:   func(net.Addr, error) { hsErrs.Add(1) },
 	}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0", hsServerConfig(a, false))
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0", a.ServerConfig(false))
 	require.NoError(t, err)
 	defer ln.Close()
 
@@ -645,7 +547,7 @@ func TestListenerSlowClientDoesNotBlockOthers(t *testing.T) {
 
 func TestListenerClose(t *testing.T) {
 	a, _ := hsPKIs(t)
-	ln, err := Listen("tcp", "127.0.0.1:0", hsServerConfig(a, false))
+	ln, err := Listen("tcp", "127.0.0.1:0", a.ServerConfig(false))
 	require.NoError(t, err)
 
 	// A handshake in progress and a blocked Accept, when Close comes.
@@ -678,7 +580,7 @@ func TestListenerClose(t *testing.T) {
 
 func TestListenerClosesUnacceptedConns(t *testing.T) {
 	a, _ := hsPKIs(t)
-	ln := NewListener(hsListen(t), hsServerConfig(a, false))
+	ln := NewListener(hsListen(t), a.ServerConfig(false))
 	c, err := Dial("tcp", ln.Addr().String(), hsClientConfig(a, false))
 	require.NoError(t, err)
 	defer c.Close()
@@ -694,7 +596,7 @@ func TestListenerClosesUnacceptedConns(t *testing.T) {
 func TestListenerManyClients(t *testing.T) {
 	a, _ := hsPKIs(t)
 	lc := ListenConfig{MaxHandshakes: 4}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0", hsServerConfig(a, true))
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0", a.ServerConfig(true))
 	require.NoError(t, err)
 	defer ln.Close()
 	const n = 24
@@ -756,7 +658,7 @@ func (hsFailingListener) Accept() (net.Conn, error) { return nil, errHsBroken }
 func TestListenerInnerError(t *testing.T) {
 	a, _ := hsPKIs(t)
 	inner := hsListen(t)
-	ln := NewListener(hsFailingListener{inner}, hsServerConfig(a, false))
+	ln := NewListener(hsFailingListener{inner}, a.ServerConfig(false))
 	_, err := ln.Accept()
 	assert.ErrorIs(t, err, errHsBroken)
 	_, err = ln.Accept()

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
 	"github.com/readyconn/readyconn/readyreader"
 )
 
@@ -211,35 +212,13 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// loopbackPair returns two ends of a loopback TCP connection.
-func loopbackPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	r := <-ch
-	require.NoError(t, r.err)
-	return a, r.c
-}
-
 // connPair returns a client and a server Conn over a loopback TCP
 // connection (tcp) or net.Pipe, sharing pool.
 func connPair(t testing.TB, protocol string, tcp bool, pool bufferpool.Pool, opts ...Option) (*Conn, *Conn) {
 	t.Helper()
 	var a, b net.Conn
 	if tcp {
-		a, b = loopbackPair(t)
+		a, b = testnet.TCPPair(t)
 	} else {
 		a, b = net.Pipe()
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -195,7 +196,7 @@ type opaqueConn struct{ net.Conn }
 // that frames larger than that still arrive intact.
 func TestBlockingFallbackReadSize(t *testing.T) {
 	const idleFallbackLimit = 20 << 10
-	a, b := loopbackPair(t)
+	a, b := testnet.TCPPair(t)
 	if rawPathExpected {
 		bare, err := NewConn(a, ClientSide, AES128GCM, testKey128)
 		require.NoError(t, err)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 // TestHandshakeNoSessionTickets uses a client that would accept TLS 1.3
@@ -21,13 +23,13 @@ func TestHandshakeNoSessionTickets(t *testing.T) {
 	a, _ := hsPKIs(t)
 	cache := tls.NewLRUClientSessionCache(4)
 	for i := range 2 {
-		cc, sc := hsTCPPair(t)
+		cc, sc := testnet.TCPPair(t)
 		cc.SetDeadline(time.Now().Add(hsTimeout))
 		sc.SetDeadline(time.Now().Add(hsTimeout))
 		msg := []byte("first frame from the server")
 		errc := make(chan error, 1)
 		go func() {
-			s, err := Server(sc, hsServerConfig(a, false))
+			s, err := Server(sc, a.ServerConfig(false))
 			if err != nil {
 				errc <- err
 				return
@@ -55,7 +57,7 @@ func TestHandshakeNoSessionTickets(t *testing.T) {
 // the record key, so a Conn keyed with it writes frames the peer accepts.
 func TestConnectionStateRevealsRecordKey(t *testing.T) {
 	a, _ := hsPKIs(t)
-	c, s := hsPair(t, hsClientConfig(a, false), hsServerConfig(a, false))
+	c, s := hsPair(t, hsClientConfig(a, false), a.ServerConfig(false))
 	require.NoError(t, c.err)
 	require.NoError(t, s.err)
 	st := s.conn.ConnectionState()
@@ -87,10 +89,10 @@ func TestHandshakePanicReachesCaller(t *testing.T) {
 	a, _ := hsPKIs(t)
 	ccfg := hsClientConfig(a, false)
 	ccfg.VerifyConnection = func(tls.ConnectionState) error { panic("boom") }
-	c, s := hsTCPPair(t)
+	c, s := testnet.TCPPair(t)
 	srvDone := make(chan error, 1)
 	go func() {
-		_, err := Server(s, hsServerConfig(a, false))
+		_, err := Server(s, a.ServerConfig(false))
 		srvDone <- err
 	}()
 	require.PanicsWithValue(t, "boom", func() { _, _ = Client(c, ccfg) })

@@ -3,19 +3,14 @@ package benchmarks
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/readyconn/readyconn/alts"
+	"github.com/readyconn/readyconn/internal/testcert"
+	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 var altsSizes = []struct {
@@ -31,55 +26,21 @@ var altsKey = func() []byte {
 	return k
 }()
 
-// altsLoopback returns both ends of a loopback TCP connection.
-func altsLoopback(b *testing.B) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := <-ch
-	if s == nil {
-		b.Fatal("accept failed")
-	}
-	return a, s
-}
-
 // altsTLSPair returns a TLS 1.3 (AES-128-GCM) client and server over
-// loopback TCP, with a self-signed ECDSA certificate.
+// loopback TCP, with an ECDSA certificate from testcert.
 func altsTLSPair(b *testing.B) (net.Conn, net.Conn) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := testcert.New("bench")
 	if err != nil {
 		b.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "bench"},
-		DNSNames:     []string{"bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
-	a, s := altsLoopback(b)
-	srv := tls.Server(s, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	cli := tls.Client(a, &tls.Config{InsecureSkipVerify: true, ServerName: "bench", MinVersion: tls.VersionTLS13})
+	a, s := testnet.TCPPair(b)
+	scfg := p.ServerConfig(false)
+	scfg.MinVersion = tls.VersionTLS13
+	ccfg := p.ClientConfig(false)
+	ccfg.ServerName = "localhost"
+	ccfg.MinVersion = tls.VersionTLS13
+	srv := tls.Server(s, scfg)
+	cli := tls.Client(a, ccfg)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cli.Handshake(); err != nil {
@@ -96,7 +57,7 @@ func altsTLSPair(b *testing.B) (net.Conn, net.Conn) {
 
 // altsPair returns an alts client and server over loopback TCP.
 func altsPair(b *testing.B) (net.Conn, net.Conn) {
-	a, s := altsLoopback(b)
+	a, s := testnet.TCPPair(b)
 	cli, err := alts.NewConn(a, alts.ClientSide, alts.AES128GCMRekey, altsKey)
 	if err != nil {
 		b.Fatal(err)

@@ -10,69 +10,34 @@ package benchmarks
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/readyconn/readyconn/integration/readygrpc"
+	"github.com/readyconn/readyconn/internal/testcert"
 )
 
 var (
 	grpcbPKIOnce sync.Once
-	grpcbServer  *tls.Config
-	grpcbClient  *tls.Config
+	grpcbPKI     *testcert.PKI
 	grpcbErr     error
 )
 
-// grpcbTLS returns a server config with a self-signed certificate for
-// 127.0.0.1 and a client config that trusts it.
+// grpcbTLS returns a server config with a certificate for 127.0.0.1 and a
+// client config that trusts it.
 func grpcbTLS(b *testing.B) (server, client *tls.Config) {
-	grpcbPKIOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			grpcbErr = err
-			return
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			IsCA: true, BasicConstraintsValid: true,
-			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			grpcbErr = err
-			return
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			grpcbErr = err
-			return
-		}
-		roots := x509.NewCertPool()
-		roots.AddCert(cert)
-		grpcbServer = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-		grpcbClient = &tls.Config{RootCAs: roots}
-	})
+	grpcbPKIOnce.Do(func() { grpcbPKI, grpcbErr = testcert.New("bench") })
 	if grpcbErr != nil {
 		b.Fatal(grpcbErr)
 	}
-	return grpcbServer, grpcbClient
+	return grpcbPKI.ServerConfig(false), grpcbPKI.ClientConfig(false)
 }
 
 var grpcbCreds = []struct {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
 	"github.com/readyconn/readyconn/readyreader"
 )
 
@@ -17,19 +18,7 @@ import (
 // returned stop function is called.
 func rrLoopback(b *testing.B, msgSize int) (*net.TCPConn, func()) {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	w, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
+	w, r := testnet.TCPPair(b)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -41,7 +30,7 @@ func rrLoopback(b *testing.B, msgSize int) (*net.TCPConn, func()) {
 			}
 		}
 	}()
-	return r.(*net.TCPConn), func() {
+	return r, func() {
 		r.Close()
 		w.Close()
 		wg.Wait()
@@ -112,21 +101,7 @@ func BenchmarkLoopbackRead(b *testing.B) {
 // asks for 32 KiB. It reports the pool bytes taken per wake (grpc-go takes a
 // fixed 32.5 KiB buffer).
 func BenchmarkWakeBytes(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	w, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.Close()
-	r, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
+	w, r := testnet.TCPPair(b)
 	pool := &rrCountingPool{Tiered: bufferpool.NewTiered()}
 	rd := readyreader.New(r)
 	msg := make([]byte, 100)

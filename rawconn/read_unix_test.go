@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
 	"github.com/readyconn/readyconn/rawconn"
 )
 
@@ -33,31 +34,12 @@ type conn interface {
 // network over loopback, closed at the end of the test.
 func pair(t *testing.T, network string) (conn, conn) {
 	t.Helper()
-	var addr string
-	switch network {
-	case "tcp":
-		addr = "127.0.0.1:0"
-	case "unix":
-		addr = filepath.Join(t.TempDir(), "s")
+	if network == "unix" {
+		c, s := testnet.UnixPair(t)
+		return s, c
 	}
-	ln, err := net.Listen(network, addr)
-	require.NoError(t, err)
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	w, err := net.Dial(network, ln.Addr().String())
-	require.NoError(t, err)
-	a := <-ch
-	require.NoError(t, a.err)
-	t.Cleanup(func() { w.Close(); a.c.Close() })
-	return a.c.(conn), w.(conn)
+	c, s := testnet.TCPPair(t)
+	return s, c
 }
 
 var networks = []string{"tcp", "unix"}

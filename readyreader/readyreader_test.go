@@ -2,18 +2,12 @@ package readyreader_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -23,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testcert"
+	"github.com/readyconn/readyconn/internal/testnet"
 	"github.com/readyconn/readyconn/rawconn"
 	"github.com/readyconn/readyconn/readyreader"
 )
@@ -32,31 +28,12 @@ func debugPool() *bufferpool.Tiered { return bufferpool.NewTiered(bufferpool.Wit
 // pair returns a connected (reader side, writer side) pair over loopback.
 func pair(t testing.TB, network string) (net.Conn, net.Conn) {
 	t.Helper()
-	var addr string
-	switch network {
-	case "tcp":
-		addr = "127.0.0.1:0"
-	case "unix":
-		addr = filepath.Join(t.TempDir(), "s")
+	if network == "unix" {
+		c, s := testnet.UnixPair(t)
+		return s, c
 	}
-	ln, err := net.Listen(network, addr)
-	require.NoError(t, err)
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	w, err := net.Dial(network, ln.Addr().String())
-	require.NoError(t, err)
-	a := <-ch
-	require.NoError(t, a.err)
-	t.Cleanup(func() { w.Close(); a.c.Close() })
-	return a.c, w
+	c, s := testnet.TCPPair(t)
+	return s, c
 }
 
 // waitBlocked waits until a goroutine is blocked (in the poller or on a
@@ -207,26 +184,14 @@ func TestNetPipeFallback(t *testing.T) {
 	require.Zero(t, pool.Stats().InUseBytes)
 }
 
-func selfSignedTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
-
 func TestTLSFallback(t *testing.T) {
 	r, w := pair(t, "tcp")
-	srv := tls.Server(r, selfSignedTLS(t))
-	cli := tls.Client(w, &tls.Config{InsecureSkipVerify: true})
+	p, err := testcert.New("readyreader")
+	require.NoError(t, err)
+	ccfg := p.ClientConfig(false)
+	ccfg.ServerName = "localhost"
+	srv := tls.Server(r, p.ServerConfig(false))
+	cli := tls.Client(w, ccfg)
 	require.Nil(t, readyreader.NewNonBlocking(srv))
 	rd := readyreader.New(srv)
 	pool := debugPool()

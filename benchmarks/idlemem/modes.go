@@ -3,18 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/readyconn/readyconn/internal/testcert"
 )
 
 // mode is one way of holding idle connections. Adding a mode is adding one
@@ -192,7 +188,8 @@ func (t *tlsEnd) send() error {
 }
 
 // tlsConfigs holds a matching TLS 1.3 client and server configuration with
-// a freshly generated ECDSA P-256 certificate for 127.0.0.1.
+// a freshly generated ECDSA P-256 CA and server certificate (testcert), the
+// client verifying it as 127.0.0.1.
 type tlsConfigs struct {
 	server, client *tls.Config
 }
@@ -203,42 +200,13 @@ func (e *env) tlsConfigs() (*tlsConfigs, error) {
 }
 
 func newTLSConfigs() (*tlsConfigs, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := testcert.New("idlemem")
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "idlemem"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-	return &tlsConfigs{
-		server: &tls.Config{
-			Certificates: []tls.Certificate{cert},
-			MinVersion:   tls.VersionTLS13,
-		},
-		client: &tls.Config{
-			RootCAs:    roots,
-			ServerName: "127.0.0.1",
-			MinVersion: tls.VersionTLS13,
-		},
-	}, nil
+	cfg := &tlsConfigs{server: p.ServerConfig(false), client: p.ClientConfig(false)}
+	cfg.server.MinVersion = tls.VersionTLS13
+	cfg.client.MinVersion = tls.VersionTLS13
+	cfg.client.ServerName = "127.0.0.1"
+	return cfg, nil
 }

@@ -2,16 +2,8 @@ package readygrpc
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -27,102 +19,28 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/readyconn/readyconn/internal/testcert"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// pki is a CA with a server and a client certificate.
-type pki struct {
-	pool   *x509.CertPool
-	server tls.Certificate // localhost, 127.0.0.1, ::1
-	client tls.Certificate // CN "client", URI spiffe://example.org/client
-}
-
 var (
 	pkiOnce    sync.Once
-	pkiA, pkiB *pki
+	pkiA, pkiB *testcert.PKI // two unrelated CAs
 	errPKI     error
 )
 
-func newPKI(name string) (*pki, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (tls.Certificate, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		}
-		if server {
-			tmpl.DNSNames = []string{"localhost"}
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		} else {
-			tmpl.URIs = []*url.URL{{Scheme: "spiffe", Host: "example.org", Path: "/client"}}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
-	}
-	p := &pki{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	if p.server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, true); err != nil {
-		return nil, err
-	}
-	if p.client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, false); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func pkis(t testing.TB) (a, b *pki) {
+func pkis(t testing.TB) (a, b *testcert.PKI) {
 	pkiOnce.Do(func() {
-		if pkiA, errPKI = newPKI("A"); errPKI == nil {
-			pkiB, errPKI = newPKI("B")
+		if pkiA, errPKI = testcert.New("A"); errPKI == nil {
+			pkiB, errPKI = testcert.New("B")
 		}
 	})
 	require.NoError(t, errPKI)
 	return pkiA, pkiB
-}
-
-func (p *pki) serverTLS(mutual bool) *tls.Config {
-	cfg := &tls.Config{Certificates: []tls.Certificate{p.server}}
-	if mutual {
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = p.pool
-	}
-	return cfg
-}
-
-func (p *pki) clientTLS(cert bool) *tls.Config {
-	cfg := &tls.Config{RootCAs: p.pool}
-	if cert {
-		cfg.Certificates = []tls.Certificate{p.client}
-	}
-	return cfg
 }
 
 // testServer implements grpc.testing.TestService.
@@ -249,9 +167,9 @@ func altsMode(t testing.TB, mutual bool, opts ...grpc.DialOption) mode {
 	return mode{
 		name: "alts",
 		server: func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption) {
-			return lis, grpc.Creds(NewCredentials(a.serverTLS(mutual)))
+			return lis, grpc.Creds(NewCredentials(a.ServerConfig(mutual)))
 		},
-		client: append([]grpc.DialOption{grpc.WithTransportCredentials(NewCredentials(a.clientTLS(mutual)))}, opts...),
+		client: append([]grpc.DialOption{grpc.WithTransportCredentials(NewCredentials(a.ClientConfig(mutual)))}, opts...),
 	}
 }
 
@@ -273,9 +191,9 @@ func tlsMode(t testing.TB) mode {
 	return mode{
 		name: "tls",
 		server: func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption) {
-			return lis, grpc.Creds(credentials.NewTLS(a.serverTLS(false)))
+			return lis, grpc.Creds(credentials.NewTLS(a.ServerConfig(false)))
 		},
-		client: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(a.clientTLS(false)))},
+		client: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(a.ClientConfig(false)))},
 	}
 }
 

@@ -213,9 +213,9 @@ func TestManyIdleConnections(t *testing.T) {
 	m := mode{
 		name: "alts",
 		server: func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption) {
-			return lis, grpc.Creds(NewCredentials(a.serverTLS(false), alts.WithPool(pool)))
+			return lis, grpc.Creds(NewCredentials(a.ServerConfig(false), alts.WithPool(pool)))
 		},
-		client: []grpc.DialOption{grpc.WithTransportCredentials(NewCredentials(a.clientTLS(false), alts.WithPool(pool)))},
+		client: []grpc.DialOption{grpc.WithTransportCredentials(NewCredentials(a.ClientConfig(false), alts.WithPool(pool)))},
 	}
 	for _, m := range []mode{m, plainMode()} {
 		t.Run(m.name, func(t *testing.T) {
@@ -288,7 +288,7 @@ func TestMutualTLSRequired(t *testing.T) {
 	a, _ := pkis(t)
 	s := startServer(t, altsMode(t, true))
 	// A client without a certificate cannot make calls.
-	cc := dial(t, s.addr, grpc.WithTransportCredentials(NewCredentials(a.clientTLS(false))))
+	cc := dial(t, s.addr, grpc.WithTransportCredentials(NewCredentials(a.ClientConfig(false))))
 	ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
 	defer cancel()
 	_, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{})
@@ -299,7 +299,7 @@ func TestMutualTLSRequired(t *testing.T) {
 func TestWrongRootCA(t *testing.T) {
 	_, b := pkis(t)
 	s := startServer(t, altsMode(t, false))
-	cc := dial(t, s.addr, grpc.WithTransportCredentials(NewCredentials(b.clientTLS(false))))
+	cc := dial(t, s.addr, grpc.WithTransportCredentials(NewCredentials(b.ClientConfig(false))))
 	ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
 	defer cancel()
 	_, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{})
@@ -313,7 +313,7 @@ func TestPlainTLSPeers(t *testing.T) {
 	a, _ := pkis(t)
 	t.Run("grpc TLS client, readyconn server", func(t *testing.T) {
 		s := startServer(t, altsMode(t, false))
-		cc := dial(t, s.addr, grpc.WithTransportCredentials(credentials.NewTLS(a.clientTLS(false))))
+		cc := dial(t, s.addr, grpc.WithTransportCredentials(credentials.NewTLS(a.ClientConfig(false))))
 		ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
 		defer cancel()
 		_, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{})
@@ -501,7 +501,7 @@ func TestWrapConn(t *testing.T) {
 
 func TestCredentialsInfo(t *testing.T) {
 	a, _ := pkis(t)
-	cfg := a.clientTLS(false)
+	cfg := a.ClientConfig(false)
 	cfg.ServerName = "example.com"
 	c := NewCredentials(cfg)
 	info := c.Info()

@@ -1,0 +1,130 @@
+// Package testcert makes throwaway certificates for tests, benchmarks and
+// measurement tools: a small ECDSA P-256 certificate authority with a server
+// and a client certificate, and the crypto/tls configurations that use them.
+//
+// The keys are generated on every call to New and never leave the process;
+// they are for loopback connections only.
+package testcert
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"net/url"
+	"time"
+)
+
+// ClientURI is the URI SAN (a SPIFFE ID) of every client certificate.
+const ClientURI = "spiffe://example.org/client"
+
+// PKI is a certificate authority with one server and one client
+// certificate signed by it.
+type PKI struct {
+	// Pool holds the CA certificate alone.
+	Pool *x509.CertPool
+	// Server is valid for server authentication as "localhost",
+	// 127.0.0.1 and ::1; its common name is "server".
+	Server tls.Certificate
+	// Client is valid for client authentication; its common name is
+	// "client" and its only URI is ClientURI.
+	Client tls.Certificate
+}
+
+// New generates a CA whose common name is name + " CA", and a server and a
+// client certificate signed by it, valid from an hour ago for a day. Two
+// calls give two unrelated CAs.
+func New(name string) (*PKI, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name + " CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	clientURI, err := url.Parse(ClientURI)
+	if err != nil {
+		return nil, err
+	}
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (tls.Certificate, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		}
+		if server {
+			tmpl.DNSNames = []string{"localhost"}
+			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		} else {
+			tmpl.URIs = []*url.URL{clientURI}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, nil
+	}
+	p := &PKI{Pool: x509.NewCertPool()}
+	p.Pool.AddCert(ca)
+	if p.Server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, true); err != nil {
+		return nil, err
+	}
+	if p.Client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, false); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ServerConfig returns a new server configuration presenting the server
+// certificate. With mutual, it requires a client certificate signed by the
+// CA.
+func (p *PKI) ServerConfig(mutual bool) *tls.Config {
+	cfg := &tls.Config{Certificates: []tls.Certificate{p.Server}}
+	if mutual {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = p.Pool
+	}
+	return cfg
+}
+
+// ClientConfig returns a new client configuration trusting the CA alone.
+// With cert, it presents the client certificate. ServerName is left empty:
+// set it to "localhost", "127.0.0.1" or "::1" unless the caller (gRPC's
+// credentials, for example) fills it in from the address.
+func (p *PKI) ClientConfig(cert bool) *tls.Config {
+	cfg := &tls.Config{RootCAs: p.Pool}
+	if cert {
+		cfg.Certificates = []tls.Certificate{p.Client}
+	}
+	return cfg
+}
