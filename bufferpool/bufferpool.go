@@ -63,10 +63,14 @@ type Stats struct {
 	InUseBytes   int64  // total capacity of those buffers
 }
 
-// DefaultSizes are the size classes of [Default] and of a [NewTiered] pool
-// built without [WithSizes]: four classes per power of two from 64 B to 1 MiB,
-// 57 in all. It must not be modified.
-var DefaultSizes = defaultSizes()
+// DefaultSizes returns the size classes of [Default] and of a [NewTiered]
+// pool built without [WithSizes]: four classes per power of two from 64 B to
+// 1 MiB, 57 in all, in ascending order. Each call returns a fresh slice that
+// the caller may modify; the pools' own copy cannot be changed.
+func DefaultSizes() []int { return slices.Clone(defaultSizeList) }
+
+// defaultSizeList backs DefaultSizes; it is never modified.
+var defaultSizeList = defaultSizes()
 
 func defaultSizes() []int {
 	s := []int{minBucketSize << 2} // 64
@@ -179,13 +183,13 @@ const Poison = "\xde\xad\xbe\xef"
 
 var defaultPool = NewTiered()
 
-// Default returns the process-wide pool with [DefaultSizes]. Every readyconn
+// Default returns the process-wide pool with the [DefaultSizes] classes. Every readyconn
 // constructor that takes memory from a pool uses it unless given another.
 func Default() *Tiered { return defaultPool }
 
 // NewTiered returns a pool configured by opts.
 func NewTiered(opts ...Option) *Tiered {
-	cfg := config{sizes: DefaultSizes}
+	cfg := config{sizes: defaultSizeList}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -73,7 +73,7 @@ func reuses(p *bufferpool.Tiered, mk func() *[]byte, n int, check func(*[]byte))
 }
 
 func TestDefaultSizes(t *testing.T) {
-	s := bufferpool.DefaultSizes
+	s := bufferpool.DefaultSizes()
 	require.Len(t, s, 57)
 	assert.Equal(t, 64, s[0])
 	assert.Equal(t, 1<<20, s[len(s)-1])
@@ -86,6 +86,12 @@ func TestDefaultSizes(t *testing.T) {
 		pow := 64 << (k / 4)
 		assert.Equal(t, pow+(k%4+1)*pow/4, s[i], "class %d", i)
 	}
+	// DefaultSizes returns a copy: changing it changes no pool, and a later
+	// NewTiered still works (it used to panic).
+	s[3] = 7
+	assert.Equal(t, 112, bufferpool.DefaultSizes()[3])
+	assert.NotPanics(t, func() { bufferpool.NewTiered() })
+	assert.Equal(t, 112, bufferpool.NewTiered().Sizes()[3])
 	// Sizes returns a copy.
 	p := bufferpool.NewTiered()
 	p.Sizes()[0] = 1
@@ -96,7 +102,7 @@ func TestDefaultSizes(t *testing.T) {
 // default class, plus 0, 1 and sizes above the largest class, and checks
 // length, capacity and InUseBytes of what Get returns.
 func TestTierBoundaries(t *testing.T) {
-	sizes := bufferpool.DefaultSizes
+	sizes := bufferpool.DefaultSizes()
 	largest := sizes[len(sizes)-1]
 	type tc struct{ n, wantCap int }
 	cases := []tc{{0, 64}, {1, 64}, {largest + 1, largest + 1}, {3 << 20, 3 << 20}}
@@ -128,7 +134,7 @@ func TestTierBoundaries(t *testing.T) {
 // for every n up to just past the largest default class.
 func TestClassSizeExhaustive(t *testing.T) {
 	p := bufferpool.NewTiered()
-	sizes := bufferpool.DefaultSizes
+	sizes := bufferpool.DefaultSizes()
 	i := 0
 	for n := 0; n <= 1<<20+2; n++ {
 		for i < len(sizes) && sizes[i] < n {

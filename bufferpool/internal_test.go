@@ -39,7 +39,7 @@ func TestBucket(t *testing.T) {
 // brute-force search, for odd size sets.
 func TestPutIndex(t *testing.T) {
 	for _, sizes := range [][]int{
-		DefaultSizes,
+		defaultSizeList,
 		{100, 1000},
 		{1030, 1100, 1200, 4096},
 		{16, 17, 18, 19, 20, 21},

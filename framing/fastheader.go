@@ -23,7 +23,7 @@ func newFastHeader(s *Spec) fastHeader {
 	case s.Kind != Fixed,
 		s.LengthSize != 1 && s.LengthSize != 2 && s.LengthSize != 4 && s.LengthSize != 8,
 		s.ByteOrder != nil && s.ByteOrder != binary.BigEndian && s.ByteOrder != binary.LittleEndian,
-		s.maxFrame() > 1<<48: // keeps end+v+adj far from overflow
+		uint64(s.maxFrame()) > 1<<48: // keeps end+v+adj far from overflow (never on 32-bit)
 		return fastHeader{}
 	}
 	x := fastHeader{

@@ -254,7 +254,9 @@ func TestSharedConcurrentRelease(t *testing.T) {
 	var wg sync.WaitGroup
 	bad := make(chan string, 4)
 	for range 4 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for f := range ch {
 				b := f.Bytes()
 				if len(b) != size || b[0] != b[size-1] {
@@ -265,7 +267,7 @@ func TestSharedConcurrentRelease(t *testing.T) {
 				}
 				f.Release()
 			}
-		})
+		}()
 	}
 	for i := range n {
 		f, err := r.ReadFrame()

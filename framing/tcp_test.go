@@ -250,14 +250,16 @@ func TestTCPConcurrent(t *testing.T) {
 				}
 			}()
 		}
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			ww.Wait()
 			if flush != nil {
 				if err := flush(); err != nil {
 					errs <- err
 				}
 			}
-		})
+		}()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
