@@ -7,15 +7,21 @@
 package testcert
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -25,6 +31,8 @@ const ClientURI = "spiffe://example.org/client"
 // PKI is a certificate authority with one server and one client
 // certificate signed by it.
 type PKI struct {
+	// CA is the certificate authority's certificate.
+	CA *x509.Certificate
 	// Pool holds the CA certificate alone.
 	Pool *x509.CertPool
 	// Server is valid for server authentication as "localhost",
@@ -33,6 +41,21 @@ type PKI struct {
 	// Client is valid for client authentication; its common name is
 	// "client" and its only URI is ClientURI.
 	Client tls.Certificate
+
+	leaf     func(serial int64, cn string, usage x509.ExtKeyUsage, server, useRSA bool) (tls.Certificate, error)
+	rsaOnce  sync.Once
+	rsaCert  tls.Certificate
+	rsaError error
+}
+
+// ServerRSA returns a certificate like Server with an RSA 2048 key, for the
+// TLS 1.2 suites that authenticate with RSA (ECDHE_RSA_*). It is made on
+// the first call.
+func (p *PKI) ServerRSA() (tls.Certificate, error) {
+	p.rsaOnce.Do(func() {
+		p.rsaCert, p.rsaError = p.leaf(4, "server", x509.ExtKeyUsageServerAuth, true, true)
+	})
+	return p.rsaCert, p.rsaError
 }
 
 // New generates a CA whose common name is name + " CA", and a server and a
@@ -65,17 +88,27 @@ func New(name string) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (tls.Certificate, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server, useRSA bool) (tls.Certificate, error) {
+		var key crypto.Signer
+		var err error
+		if useRSA {
+			key, err = rsa.GenerateKey(rand.Reader, 2048)
+		} else {
+			key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		}
 		if err != nil {
 			return tls.Certificate{}, err
+		}
+		keyUsage := x509.KeyUsageDigitalSignature
+		if useRSA {
+			keyUsage |= x509.KeyUsageKeyEncipherment
 		}
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: cn},
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
+			KeyUsage:     keyUsage,
 			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 		}
 		if server {
@@ -84,7 +117,7 @@ func New(name string) (*PKI, error) {
 		} else {
 			tmpl.URIs = []*url.URL{clientURI}
 		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 		if err != nil {
 			return tls.Certificate{}, err
 		}
@@ -94,14 +127,15 @@ func New(name string) (*PKI, error) {
 		}
 		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, nil
 	}
-	p := &PKI{Pool: x509.NewCertPool()}
+	p := &PKI{CA: ca, Pool: x509.NewCertPool()}
 	p.Pool.AddCert(ca)
-	if p.Server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, true); err != nil {
+	if p.Server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, true, false); err != nil {
 		return nil, err
 	}
-	if p.Client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, false); err != nil {
+	if p.Client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, false, false); err != nil {
 		return nil, err
 	}
+	p.leaf = leaf
 	return p, nil
 }
 
@@ -127,4 +161,59 @@ func (p *PKI) ClientConfig(cert bool) *tls.Config {
 		cfg.Certificates = []tls.Certificate{p.Client}
 	}
 	return cfg
+}
+
+// Files are the paths of a PKI written as PEM by WritePEM.
+type Files struct {
+	CA                    string // the CA certificate
+	ServerCert, ServerKey string // Server's chain and key
+	ServerRSACert         string // ServerRSA's chain
+	ServerRSAKey          string
+	ClientCert, ClientKey string
+}
+
+// WritePEM writes the CA certificate and the certificates and keys of the
+// PKI as PEM files (PKCS #8 keys) into dir, for peers that are not Go
+// programs (openssl s_server, gRPC C-core).
+func (p *PKI) WritePEM(dir string) (Files, error) {
+	f := Files{
+		CA:            filepath.Join(dir, "ca.pem"),
+		ServerCert:    filepath.Join(dir, "server.pem"),
+		ServerKey:     filepath.Join(dir, "server.key"),
+		ServerRSACert: filepath.Join(dir, "server-rsa.pem"),
+		ServerRSAKey:  filepath.Join(dir, "server-rsa.key"),
+		ClientCert:    filepath.Join(dir, "client.pem"),
+		ClientKey:     filepath.Join(dir, "client.key"),
+	}
+	if err := writePEM(f.CA, "CERTIFICATE", p.CA.Raw); err != nil {
+		return Files{}, err
+	}
+	rsaCert, err := p.ServerRSA()
+	if err != nil {
+		return Files{}, err
+	}
+	for _, c := range []struct {
+		cert     tls.Certificate
+		crt, key string
+	}{{p.Server, f.ServerCert, f.ServerKey}, {rsaCert, f.ServerRSACert, f.ServerRSAKey}, {p.Client, f.ClientCert, f.ClientKey}} {
+		if err := writePEM(c.crt, "CERTIFICATE", c.cert.Certificate...); err != nil {
+			return Files{}, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(c.cert.PrivateKey)
+		if err != nil {
+			return Files{}, err
+		}
+		if err := writePEM(c.key, "PRIVATE KEY", der); err != nil {
+			return Files{}, err
+		}
+	}
+	return f, nil
+}
+
+func writePEM(path, typ string, ders ...[]byte) error {
+	var b []byte
+	for _, der := range ders {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})...)
+	}
+	return os.WriteFile(path, b, 0o600)
 }

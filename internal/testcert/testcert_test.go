@@ -2,6 +2,8 @@ package testcert_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"os"
 	"testing"
 	"time"
 
@@ -94,4 +96,23 @@ func TestHandshake(t *testing.T) {
 		cerr, _ := handshake(t, ccfg, a.ServerConfig(false))
 		require.Error(t, cerr)
 	})
+}
+
+func TestWritePEM(t *testing.T) {
+	p, err := testcert.New("pem")
+	require.NoError(t, err)
+	f, err := p.WritePEM(t.TempDir())
+	require.NoError(t, err)
+	for _, pair := range [][2]string{{f.ServerCert, f.ServerKey}, {f.ServerRSACert, f.ServerRSAKey}, {f.ClientCert, f.ClientKey}} {
+		cert, err := tls.LoadX509KeyPair(pair[0], pair[1])
+		require.NoError(t, err)
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		require.NoError(t, err)
+		_, err = leaf.Verify(x509.VerifyOptions{Roots: p.Pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		require.NoError(t, err)
+	}
+	ca, err := os.ReadFile(f.CA)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(ca))
 }
