@@ -1,0 +1,181 @@
+package tlsconn
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/record"
+)
+
+// maxHandshakeMessage bounds a post-handshake message, as crypto/tls does.
+const maxHandshakeMessage = 65536
+
+// hsMessage tracks the post-handshake handshake message being read: the
+// only ones after a handshake are NewSessionTicket (to a client) and
+// KeyUpdate in TLS 1.3, and, refused, HelloRequest in TLS 1.2. Messages may
+// span records; their bodies are skipped as they arrive, never buffered.
+type hsMessage struct {
+	hdr    [4]byte
+	hdrN   int
+	typ    byte
+	remain int // body bytes still to come
+}
+
+// idle reports whether no message is partly read.
+func (m *hsMessage) idle() bool { return m.hdrN == 0 && m.remain == 0 }
+
+// handshakeMessages acts on the content of a handshake record.
+func (c *Conn) handshakeMessages(b []byte) error {
+	m := &c.msg
+	for len(b) > 0 {
+		if m.remain == 0 {
+			k := copy(m.hdr[m.hdrN:], b)
+			m.hdrN += k
+			b = b[k:]
+			if m.hdrN < len(m.hdr) {
+				break
+			}
+			m.hdrN = 0
+			m.typ = m.hdr[0]
+			n := int(m.hdr[1])<<16 | int(m.hdr[2])<<8 | int(m.hdr[3])
+			if err := c.startMessage(m.typ, n); err != nil {
+				return err
+			}
+			m.remain = n
+			continue
+		}
+		if m.typ == handshakeKeyUpdate {
+			return c.keyUpdateMessage(b)
+		}
+		k := min(m.remain, len(b))
+		m.remain -= k
+		b = b[k:]
+	}
+	return nil
+}
+
+// startMessage checks the header of a post-handshake message.
+func (c *Conn) startMessage(typ byte, n int) error {
+	if n > maxHandshakeMessage {
+		return alertErr(alertUnexpectedMessage, "tlsconn: post-handshake message longer than 64 KiB")
+	}
+	if err := c.uselessRecord(); err != nil {
+		return err
+	}
+	if !c.in.suite.tls13 {
+		// TLS 1.2: a HelloRequest to a client asks for renegotiation,
+		// which is refused, as crypto/tls does by default.
+		if c.isClient && typ == handshakeHelloRequest && n == 0 {
+			return alertErr(alertNoRenegotiation, "tlsconn: renegotiation refused")
+		}
+		return alertErr(alertUnexpectedMessage, "tlsconn: handshake message after a TLS 1.2 handshake")
+	}
+	switch {
+	case typ == handshakeNewSessionTicket && c.isClient:
+		if n == 0 {
+			return alertErr(alertDecodeError, "tlsconn: empty NewSessionTicket")
+		}
+		return nil
+	case typ == handshakeKeyUpdate:
+		if n != 1 {
+			return alertErr(alertDecodeError, "tlsconn: KeyUpdate of the wrong length")
+		}
+		return nil
+	}
+	return alertErr(alertUnexpectedMessage, "tlsconn: unexpected post-handshake message")
+}
+
+// keyUpdateMessage acts on the body of a KeyUpdate, b, the rest of its
+// record: the message must end the record (RFC 8446 section 5.1: a key
+// change must align with a record boundary).
+func (c *Conn) keyUpdateMessage(b []byte) error {
+	c.msg.remain = 0
+	v := b[0]
+	if len(b) != 1 {
+		return alertErr(alertUnexpectedMessage, "tlsconn: KeyUpdate is not the last message of its record")
+	}
+	if v > 1 {
+		return alertErr(alertIllegalParameter, "tlsconn: KeyUpdate with an invalid request_update")
+	}
+	if err := onFreshStack(func() error { return c.in.update(c.chacha) }); err != nil {
+		return err
+	}
+	if v == 1 {
+		c.keyUpdate.Store(true)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- tickets
+
+// tickets lets a TLS 1.3 client with a ClientSessionCache resume: the key
+// log does not carry the resumption secret, so the NewSessionTicket records
+// that arrive before the first application data are handed, as they are,
+// to the retired tls.Conn, which stores the tickets in the cache. The first
+// record that is anything else retires the tls.Conn for good.
+type tickets struct{}
+
+// ticketRecord is record while tickets are being handed to crypto/tls: it
+// opens a copy of rec, and if it holds only NewSessionTickets lets the
+// tls.Conn read the original.
+func (c *Conn) ticketRecord(rec []byte, p []byte, size int, pool bufferpool.Pool) (*[]byte, int, error) {
+	cp := bytes.Clone(rec)
+	content, typ, ok := c.in.open(cp[c.in.payloadOffset():][:0], cp, c.in.seq)
+	onlyTickets := ok && typ == typeHandshake && c.msg.idle() && allTickets(content)
+	clear(cp)
+	if !onlyTickets {
+		c.retireTLS()
+		return c.record(rec, p, size, pool)
+	}
+	err := onFreshStack(func() error {
+		c.hc.Feed(rec)
+		_, err := c.tc.Read(make([]byte, 1))
+		c.hc.EndFeed()
+		if errors.Is(err, record.ErrFeedDrained) {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("tlsconn: internal error: crypto/tls returned data from a ticket record")
+		}
+		return err
+	})
+	c.in.seq++
+	c.rd.ReleaseIfDrained()
+	if err != nil {
+		c.retireTLS()
+		return nil, 0, c.failRead(err)
+	}
+	if err := c.uselessRecord(); err != nil {
+		return nil, 0, c.failRead(err)
+	}
+	return nil, 0, nil
+}
+
+// allTickets reports whether b is one or more whole NewSessionTicket
+// messages.
+func allTickets(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for len(b) > 0 {
+		if len(b) < 4 || b[0] != handshakeNewSessionTicket {
+			return false
+		}
+		n := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+		if len(b) < 4+n {
+			return false
+		}
+		b = b[4+n:]
+	}
+	return true
+}
+
+// retireTLS drops crypto/tls's connection once it has nothing more to do.
+func (c *Conn) retireTLS() {
+	c.tickets = nil
+	if c.hc != nil {
+		c.hc.StopCapture()
+	}
+	c.tc, c.hc = nil, nil
+}
