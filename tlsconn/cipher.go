@@ -288,40 +288,51 @@ func (h *halfConn) innerLen(rec []byte) int {
 	return n
 }
 
-// open authenticates and decrypts record rec (header included) with
-// sequence number seq, appending the opened payload to dst, which may be
-// the payload's own storage (rec[h.payloadOffset():][:0]) or memory that
-// does not overlap rec. It returns the content, its content type, and false
-// if authentication failed. For TLS 1.3 it strips the padding; a payload of
-// only zeros returns type 0.
-func (h *halfConn) open(dst, rec []byte, seq uint64) ([]byte, byte, bool) {
-	payload := rec[h.payloadOffset():]
+// prepareOpen sets the nonce of sequence number seq for record rec and
+// returns the AEAD payload and additional data to open it with.
+func (h *halfConn) prepareOpen(rec []byte, seq uint64) (payload, aad []byte) {
+	payload = rec[h.payloadOffset():]
 	h.setNonce(seq)
 	if h.suite.explicitNonce() {
 		copy(h.nonce[4:], rec[headerLen:headerLen+explicitLen])
 	}
-	var aad []byte
 	if h.suite.tls13 {
-		aad = rec[:headerLen]
-	} else {
-		binary.BigEndian.PutUint64(h.aad[:8], seq)
-		copy(h.aad[8:11], rec[:3])
-		binary.BigEndian.PutUint16(h.aad[11:], uint16(len(payload)-tagLen))
-		aad = h.aad[:]
+		return payload, rec[:headerLen]
 	}
+	binary.BigEndian.PutUint64(h.aad[:8], seq)
+	copy(h.aad[8:11], rec[:3])
+	binary.BigEndian.PutUint16(h.aad[11:], uint16(len(payload)-tagLen))
+	return payload, h.aad[:]
+}
+
+// content returns the content and content type of an opened record: for
+// TLS 1.3 it strips the padding and takes the inner type (a payload of only
+// zeros has type 0); for TLS 1.2 the type is the record's.
+func (h *halfConn) content(opened, rec []byte) ([]byte, byte) {
+	if !h.suite.tls13 {
+		return opened, rec[0]
+	}
+	i := len(opened) - 1
+	for i >= 0 && opened[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		return opened[:0], 0
+	}
+	return opened[:i], opened[i]
+}
+
+// open authenticates and decrypts record rec (header included) with
+// sequence number seq, appending the opened payload to dst, which may be
+// the payload's own storage (rec[h.payloadOffset():][:0]) or memory that
+// does not overlap rec. It returns the content, its content type, and false
+// if authentication failed.
+func (h *halfConn) open(dst, rec []byte, seq uint64) ([]byte, byte, bool) {
+	payload, aad := h.prepareOpen(rec, seq)
 	out, err := h.aead.Open(dst, h.nonce[:], payload, aad)
 	if err != nil {
 		return nil, 0, false
 	}
-	if !h.suite.tls13 {
-		return out, rec[0], true
-	}
-	i := len(out) - 1
-	for i >= 0 && out[i] == 0 {
-		i--
-	}
-	if i < 0 {
-		return out[:0], 0, true
-	}
-	return out[:i], out[i], true
+	content, typ := h.content(out, rec)
+	return content, typ, true
 }

@@ -59,8 +59,8 @@ type Conn struct {
 	hsMu    sync.Mutex
 	hsDone  atomic.Bool
 	hsErr   error
-	tc      *tls.Conn    // during the handshake; after it only while pinning or processing tickets
-	hc      *hsConn      // the connection as tc sees it
+	tc      *tls.Conn // during the handshake; after it only while pinning or processing tickets
+	hc      *hsConn   // the connection as tc sees it
 	state   *tls.ConnectionState
 	pinning bool
 	// why is the reason the handoff was refused, when pinning.
@@ -74,7 +74,8 @@ type Conn struct {
 	rmu     sync.Mutex
 	in      halfConn
 	rd      record.Reader
-	rerr    error // sticky read error
+	rerr    error  // sticky read error
+	res     result // of step
 	msg     hsMessage
 	useless int      // consecutive records that carried no application data
 	tickets *tickets // client: hands NewSessionTickets to tc for resumption
@@ -84,6 +85,8 @@ type Conn struct {
 	pend      record.Pending
 	shutdown  bool        // close_notify sent
 	keyUpdate atomic.Bool // the peer asked for a KeyUpdate of ours
+
+	peerClosed atomic.Bool // the peer's close_notify arrived
 }
 
 func newConn(conn net.Conn, config *tls.Config, client bool, opts []Option) *Conn {
@@ -290,18 +293,54 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadl
 // needed. It returns the data of at most one record per call; what does not
 // fit in b stays buffered for the next Read, and once everything received
 // has been read the Conn owns no buffer.
+//
+// Read is the frame a reader parks in for as long as its connection is
+// idle, so it is kept small: the work happens in step, which has returned
+// before Fill waits (a goroutine whose stack grew past 2 KiB keeps the
+// larger stack while parked).
 func (c *Conn) Read(b []byte) (int, error) {
+	if !c.hsDone.Load() || c.hsErr != nil || c.pinning {
+		return c.readSlow(b)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	c.res.p = b
+	for {
+		switch c.step() {
+		case actFill:
+			c.res.fillErr = c.rd.Fill()
+		case actOpen:
+			c.openRecord()
+		default:
+			return c.readDone()
+		}
+	}
+}
+
+// readDone ends a Read: it hands over what step left and unlocks.
+//
+//go:noinline
+func (c *Conn) readDone() (int, error) {
+	n, err := c.res.n, c.res.err
+	c.res = result{}
+	c.rmu.Unlock()
+	return n, err
+}
+
+// readSlow is Read before and without the record layer: it runs the
+// handshake, and reads through crypto/tls when it carries the data.
+//
+//go:noinline
+func (c *Conn) readSlow(b []byte) (int, error) {
 	if err := c.HandshakeContext(context.Background()); err != nil {
 		return 0, err
 	}
 	if c.pinning {
 		return c.tc.Read(b)
 	}
-	if len(b) == 0 {
-		return 0, nil
-	}
-	_, n, err := c.read(b, 0, nil)
-	return n, err
+	return c.Read(b)
 }
 
 // ReadOnReady implements readyreader.Reader: it waits, without holding a
@@ -314,6 +353,36 @@ func (c *Conn) Read(b []byte) (int, error) {
 // When crypto/tls carries the data (see Pinning), ReadOnReady takes a buffer
 // of size bytes before it waits, as readyreader's blocking fallback does.
 func (c *Conn) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte, int, error) {
+	if size < 1 || !c.hsDone.Load() || c.hsErr != nil || c.pinning {
+		return c.readOnReadySlow(size, pool)
+	}
+	c.rmu.Lock()
+	c.res.size, c.res.pool = size, pool
+	for {
+		switch c.step() {
+		case actFill:
+			c.res.fillErr = c.rd.Fill()
+		case actOpen:
+			c.openRecord()
+		default:
+			return c.readOnReadyDone()
+		}
+	}
+}
+
+// readOnReadyDone ends a ReadOnReady: it hands over what step left and
+// unlocks.
+//
+//go:noinline
+func (c *Conn) readOnReadyDone() (*[]byte, int, error) {
+	buf, n, err := c.res.buf, c.res.n, c.res.err
+	c.res = result{}
+	c.rmu.Unlock()
+	return buf, n, err
+}
+
+//go:noinline
+func (c *Conn) readOnReadySlow(size int, pool bufferpool.Pool) (*[]byte, int, error) {
 	if size < 1 {
 		return nil, 0, readyreader.ErrInvalidSize
 	}
@@ -323,37 +392,85 @@ func (c *Conn) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte, int, error)
 	if c.pinning {
 		return readyreader.New(c.tc).ReadOnReady(size, pool)
 	}
-	return c.read(nil, size, pool)
+	return c.ReadOnReady(size, pool)
 }
 
-// read is Read (pool == nil: deliver into p) and ReadOnReady (deliver into a
-// buffer of at most size bytes from pool). It is the path a reader parks in
-// while the connection is idle, so it is kept shallow: decrypting runs in
-// record, which has returned before Fill waits.
-func (c *Conn) read(p []byte, size int, pool bufferpool.Pool) (*[]byte, int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
+// What step asks Read and ReadOnReady to do next.
+const (
+	actDone = iota // return what step left in c.res
+	actFill        // read more bytes (c.rd.Fill), then step again
+	actOpen        // open the record step prepared (openRecord), then step again
+)
+
+// step goes as far as the bytes already read allow: it delivers buffered
+// data (into c.res.p, or for ReadOnReady, into a buffer of at most
+// c.res.size bytes from c.res.pool), or processes complete records until one
+// delivers data or fails, and leaves the outcome in c.res. When it needs
+// more bytes it returns actFill (the next step takes Fill's error); when a
+// record is ready to be opened it returns actOpen. Filling and opening run
+// from Read's own frame, so that neither the wait for readability nor
+// AES-GCM's stack-hungry Open sits on top of step and its callees. c.rmu is
+// held.
+//
+//go:noinline
+func (c *Conn) step() int {
+	r := &c.res
+	if r.rec != nil {
+		if r.finishRecord(c) {
+			return actDone
+		}
+	}
+	if err := r.fillErr; err != nil {
+		r.fillErr = nil
+		r.err = c.readErr(err)
+		return actDone
+	}
 	for {
 		if c.rerr != nil || c.closed.Load() {
-			return nil, 0, c.readFailed()
+			r.err = c.readFailed()
+			return actDone
 		}
 		if len(c.rd.Plain()) > 0 {
-			return c.deliver(p, size, pool)
+			r.buf, r.n, r.err = c.deliver(r.p, r.size, r.pool)
+			return actDone
 		}
 		rec, err := c.rd.Next()
 		if err != nil {
-			return nil, 0, c.failRead(err)
+			r.err = c.failRead(err)
+			return actDone
 		}
 		if rec == nil {
-			if err := c.rd.Fill(); err != nil {
-				return nil, 0, c.readErr(err)
-			}
-			continue
+			return actFill
 		}
-		if buf, n, err := c.record(rec, p, size, pool); n > 0 || err != nil {
-			return buf, n, err
+		if c.prepareRecord(rec) {
+			return actOpen
+		}
+		if r.n > 0 || r.err != nil {
+			return actDone
 		}
 	}
+}
+
+// result is what Read and ReadOnReady ask of step (p, or size and pool),
+// what step leaves for them, and the record being opened. Passing it in the
+// Conn rather than as arguments keeps the frames a reader parks in small.
+type result struct {
+	p    []byte
+	size int
+	pool bufferpool.Pool
+	buf  *[]byte
+	n    int
+	err  error
+
+	fillErr error // of the last c.rd.Fill
+
+	// The record prepared by prepareRecord and opened by openRecord.
+	rec    []byte
+	dst    []byte  // where it opens: the caller's memory, or in place
+	dstBuf *[]byte // a buffer taken from pool for dst, or nil
+	direct bool    // dst is the caller's memory
+	opened []byte
+	ok     bool
 }
 
 // deliver hands out opened bytes buffered by the record reader.
@@ -406,64 +523,93 @@ func (c *Conn) readErr(err error) error {
 	return err
 }
 
-// record processes one complete record: it opens it (into the caller's
-// slice or buffer when the whole record fits, in place otherwise) and acts
-// on its content type. It returns n > 0 for application data delivered,
-// (nil, 0, nil) for a record that carried none, or an error.
-//
-//go:noinline
-func (c *Conn) record(rec []byte, p []byte, size int, pool bufferpool.Pool) (*[]byte, int, error) {
+// prepareRecord checks a complete record and chooses where it opens: into
+// the caller's slice or a buffer from the caller's pool when the whole
+// record fits, in place otherwise. It returns true when openRecord should
+// open it; otherwise it has handled the record (an error, or a ticket for
+// crypto/tls) and left the outcome in c.res.
+func (c *Conn) prepareRecord(rec []byte) bool {
+	r := &c.res
 	if err := c.checkRecord(rec); err != nil {
-		return nil, 0, c.failRead(err)
+		r.err = c.failRead(err)
+		return false
 	}
-	if c.tickets != nil {
-		return c.ticketRecord(rec, p, size, pool)
+	if c.tickets != nil && c.ticketRecord(rec) {
+		return false
 	}
 	inner := c.in.innerLen(rec)
-	room := len(p)
-	if pool != nil {
-		room = size
+	room := len(r.p)
+	if r.pool != nil {
+		room = r.size
 	}
-	var buf *[]byte
-	var dst []byte
-	direct := inner > 0 && inner <= room
+	r.rec, r.direct, r.dstBuf = rec, inner > 0 && inner <= room, nil
 	switch {
-	case direct && pool != nil:
-		buf = pool.Get(inner)
-		dst = (*buf)[:0]
-	case direct:
-		dst = p[:0]
+	case r.direct && r.pool != nil:
+		// openRecord takes the buffer (from a shallower frame: a pool
+		// that has to allocate goes deep).
+	case r.direct:
+		r.dst = r.p[:0]
 	default:
-		dst = rec[c.in.payloadOffset():][:0]
+		r.dst = rec[c.in.payloadOffset():][:0]
 		c.rd.Opened()
 	}
-	content, typ, ok := c.in.open(dst, rec, c.in.seq)
+	return true
+}
+
+// openRecord authenticates and decrypts the prepared record. It calls the
+// AEAD from a small frame right under Read's.
+//
+//go:noinline
+func (c *Conn) openRecord() {
+	r := &c.res
+	if r.direct && r.pool != nil {
+		r.dstBuf = r.pool.Get(c.in.innerLen(r.rec))
+		r.dst = (*r.dstBuf)[:0]
+	}
+	payload, aad := c.in.prepareOpen(r.rec, c.in.seq)
+	var err error
+	r.opened, err = c.in.aead.Open(r.dst, c.in.nonce[:], payload, aad)
+	r.ok = err == nil
+}
+
+// finishRecord acts on an opened record. It returns true when the outcome
+// (data delivered or an error) is in r; false when the record carried no
+// data and reading goes on.
+func (r *result) finishRecord(c *Conn) bool {
+	rec, dst, buf, direct, opened, ok := r.rec, r.dst, r.dstBuf, r.direct, r.opened, r.ok
+	r.rec, r.dst, r.dstBuf, r.opened, r.ok = nil, nil, nil, nil, false
+	inner := c.in.innerLen(rec)
 	if !ok {
 		if direct {
-			c.discard(buf, pool, dst[:inner])
+			c.discard(buf, r.pool, dst[:inner])
 		}
-		return nil, 0, c.failRead(alertErr(alertBadRecordMAC, "tlsconn: record failed authentication"))
+		r.err = c.failRead(alertErr(alertBadRecordMAC, "tlsconn: record failed authentication"))
+		return true
 	}
 	c.in.seq++
+	content, typ := c.in.content(opened, rec)
 	if typ == typeApplicationData && len(content) > 0 && c.msg.idle() && len(content) <= maxPlaintext {
 		c.useless = 0
 		if direct {
 			c.rd.ReleaseIfDrained()
-			return buf, len(content), nil
+			r.buf, r.n = buf, len(content)
+			return true
 		}
 		c.rd.SetPlain(content)
-		return c.deliver(p, size, pool)
+		r.buf, r.n, r.err = c.deliver(r.p, r.size, r.pool)
+		return true
 	}
 	err := c.control(typ, content)
 	if direct {
-		c.discard(buf, pool, dst[:inner])
+		c.discard(buf, r.pool, dst[:inner])
 	} else {
 		c.rd.ReleaseIfDrained()
 	}
 	if err != nil {
-		return nil, 0, c.failRead(err)
+		r.err = c.failRead(err)
+		return true
 	}
-	return nil, 0, nil
+	return false
 }
 
 // discard clears bytes opened into the caller's memory that are not
@@ -540,6 +686,7 @@ func (c *Conn) alert(b []byte) error {
 	}
 	level, desc := b[0], b[1]
 	if desc == alertCloseNotify {
+		c.peerClosed.Store(true)
 		return io.EOF
 	}
 	if c.in.suite.tls13 {
@@ -786,7 +933,9 @@ func (c *Conn) Close() error {
 			return c.tc.Close()
 		}
 		if c.wmu.TryLock() {
-			if err := c.closeNotify(); err != nil {
+			// Once the peer's close_notify has arrived, the peer may
+			// close without waiting for ours (RFC 8446 section 6.1).
+			if err := c.closeNotify(); err != nil && !c.peerClosed.Load() {
 				alertErr = fmt.Errorf("tlsconn: failed to send closeNotify alert (but connection was closed anyway): %w", err)
 			}
 			c.pend.Release(c.pool)

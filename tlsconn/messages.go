@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 
-	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/internal/record"
 )
 
@@ -116,19 +115,23 @@ func (c *Conn) keyUpdateMessage(b []byte) error {
 // record that is anything else retires the tls.Conn for good.
 type tickets struct{}
 
-// ticketRecord is record while tickets are being handed to crypto/tls: it
+// ticketRecord handles rec while tickets are being handed to crypto/tls: it
 // opens a copy of rec, and if it holds only NewSessionTickets lets the
-// tls.Conn read the original.
-func (c *Conn) ticketRecord(rec []byte, p []byte, size int, pool bufferpool.Pool) (*[]byte, int, error) {
-	cp := bytes.Clone(rec)
-	content, typ, ok := c.in.open(cp[c.in.payloadOffset():][:0], cp, c.in.seq)
-	onlyTickets := ok && typ == typeHandshake && c.msg.idle() && allTickets(content)
-	clear(cp)
-	if !onlyTickets {
-		c.retireTLS()
-		return c.record(rec, p, size, pool)
-	}
+// tls.Conn read the original, and returns true (with any error in c.res).
+// Any other record retires the tls.Conn and returns false: it is then
+// processed as usual. It runs on a goroutine of its own (crypto/tls's
+// ticket handling is deep).
+func (c *Conn) ticketRecord(rec []byte) bool {
+	handled := false
 	err := onFreshStack(func() error {
+		cp := bytes.Clone(rec)
+		content, typ, ok := c.in.open(cp[c.in.payloadOffset():][:0], cp, c.in.seq)
+		onlyTickets := ok && typ == typeHandshake && c.msg.idle() && allTickets(content)
+		clear(cp)
+		if !onlyTickets {
+			return nil
+		}
+		handled = true
 		c.hc.Feed(rec)
 		_, err := c.tc.Read(make([]byte, 1))
 		c.hc.EndFeed()
@@ -140,16 +143,20 @@ func (c *Conn) ticketRecord(rec []byte, p []byte, size int, pool bufferpool.Pool
 		}
 		return err
 	})
+	if !handled {
+		c.retireTLS()
+		return false
+	}
 	c.in.seq++
 	c.rd.ReleaseIfDrained()
+	if err == nil {
+		err = c.uselessRecord()
+	}
 	if err != nil {
 		c.retireTLS()
-		return nil, 0, c.failRead(err)
+		c.res.err = c.failRead(err)
 	}
-	if err := c.uselessRecord(); err != nil {
-		return nil, 0, c.failRead(err)
-	}
-	return nil, 0, nil
+	return true
 }
 
 // allTickets reports whether b is one or more whole NewSessionTicket

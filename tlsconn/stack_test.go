@@ -1,0 +1,109 @@
+package tlsconn
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/stacktest"
+	"github.com/readyconn/readyconn/internal/testnet"
+)
+
+// stackPair returns a handshaken tlsconn pair over TCP, with a few messages
+// exchanged to warm up the pools and caches a long-lived process has warm.
+func stackPair(t *testing.T, version uint16) (client, server *Conn) {
+	scfg := serverConfig(t)
+	scfg.MaxVersion = version
+	c, s := pairOf(t, ours, ours, clientConfig(t), scfg)
+	for range 3 {
+		transfer(t, s, c, make([]byte, msgLen), msgLen)
+	}
+	return c.(*Conn), s.(*Conn)
+}
+
+const msgLen = 10
+
+// grew runs read twice on a goroutine whose stack has burn bytes used
+// (stacktest.Grew): the first read takes a message that is already on its
+// way, the second parks until the server sends another once the reader is
+// parked. That is what a reader does as its connection goes from busy to
+// idle and back: wake, decrypt, deliver, park.
+func grew(t *testing.T, version uint16, burn int, read func(c *Conn)) bool {
+	c, s := stackPair(t, version)
+	var first atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := s.Write(make([]byte, msgLen)); err != nil {
+			panic(err)
+		}
+		for !first.Load() {
+			time.Sleep(time.Millisecond)
+		}
+		testnet.WaitParked(t, "tlsconn.(*Conn).Read")
+		if _, err := s.Write(make([]byte, msgLen)); err != nil {
+			panic(err)
+		}
+	}()
+	g := stacktest.Grew(burn, func() {
+		read(c)
+		first.Store(true)
+		read(c)
+	})
+	<-done
+	return g
+}
+
+// TestParkedStack proves that a reader's stack stays at 2 KiB through
+// waking, decrypting, delivering and parking again, with at least 150 B of
+// headroom: a goroutine that grew past 2 KiB keeps 4 KiB while parked.
+func TestParkedStack(t *testing.T) {
+	if !stacktest.InChild(t) {
+		return
+	}
+	const headroom = 150
+	pool := bufferpool.NewTiered()
+	var p [64]byte
+	reads := []struct {
+		name string
+		read func(c *Conn)
+	}{
+		{"Read", func(c *Conn) {
+			if n, err := c.Read(p[:]); n != msgLen || err != nil {
+				panic(fmt.Sprint(n, err))
+			}
+		}},
+		{"ReadOnReady", func(c *Conn) {
+			buf, n, err := c.ReadOnReady(32<<10, pool)
+			if n != msgLen || err != nil {
+				panic(fmt.Sprint(n, err))
+			}
+			pool.Put(buf)
+		}},
+	}
+	for _, r := range reads {
+		for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+			t.Run(r.name+"/"+tls.VersionName(version), func(t *testing.T) {
+				// The check can fail: far more than 2 KiB of burn grows.
+				require.True(t, grew(t, version, 2048, r.read))
+				assert.False(t, grew(t, version, headroom, r.read),
+					"a tlsconn reader grows its stack past 2 KiB with %d B used before it", headroom)
+				if os.Getenv("STACK_CALIBRATE") != "" {
+					for burn := 0; burn < 2048; burn += 16 {
+						if grew(t, version, burn, r.read) {
+							t.Logf("%s %s grows at burn %d", r.name, tls.VersionName(version), burn)
+							break
+						}
+					}
+				}
+			})
+		}
+	}
+}
