@@ -197,6 +197,9 @@ func (c *Conn) runHandshake(ctx context.Context) error {
 		cfg := c.config.Clone()
 		hc.keys.user = cfg.KeyLogWriter
 		cfg.KeyLogWriter = &hc.keys
+		if cfg.ClientSessionCache != nil {
+			cfg.ClientSessionCache = &sessionCache{ClientSessionCache: cfg.ClientSessionCache, keys: &hc.keys}
+		}
 		c.tc = tls.Client(hc, cfg)
 	} else {
 		c.tc = tls.Server(hc, c.config)

@@ -26,6 +26,7 @@ const (
 // Handshake message types after the handshake.
 const (
 	handshakeHelloRequest     = 0
+	handshakeClientHello      = 1
 	handshakeServerHello      = 2
 	handshakeNewSessionTicket = 4
 	handshakeKeyUpdate        = 24

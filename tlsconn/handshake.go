@@ -32,7 +32,55 @@ type keyLog struct {
 
 	clientTraffic, serverTraffic []byte // TLS 1.3 *_TRAFFIC_SECRET_0
 	master                       []byte // TLS 1.2 CLIENT_RANDOM
-	clientRandom                 []byte
+	// resumed is the master secret of the TLS 1.2 session a resumed
+	// handshake continues, which crypto/tls does not log: taken from the
+	// SessionState that the client's session cache or the server's ticket
+	// decryption hands crypto/tls.
+	resumed []byte
+}
+
+// session keeps the secret of a session crypto/tls is about to resume.
+// SessionState.Bytes is opaque by its documentation; the secret is read
+// from its current layout (version, type, suite, creation time, then the
+// length-prefixed secret), and a wrong reading cannot corrupt data: the
+// Finished records must then open under the keys derived from it, or the
+// handoff is refused.
+func (k *keyLog) session(s *tls.SessionState) {
+	if s == nil {
+		return
+	}
+	b, err := s.Bytes()
+	if err != nil {
+		return
+	}
+	defer clear(b)
+	const fixed = 2 + 1 + 2 + 8
+	if len(b) < fixed+1 || (b[2] != 1 && b[2] != 2) {
+		return
+	}
+	n := int(b[fixed])
+	if n == 0 || n > maxSecretLen || len(b) < fixed+1+n {
+		return
+	}
+	clear(k.resumed)
+	k.resumed = bytes.Clone(b[fixed+1 : fixed+1+n])
+}
+
+// sessionCache wraps a client's ClientSessionCache to see the session a
+// handshake offers.
+type sessionCache struct {
+	tls.ClientSessionCache
+	keys *keyLog
+}
+
+func (c *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	cs, ok := c.ClientSessionCache.Get(key)
+	if ok && cs != nil {
+		if _, state, err := cs.ResumptionState(); err == nil {
+			c.keys.session(state)
+		}
+	}
+	return cs, ok
 }
 
 // Write parses one key log line: "LABEL <client random> <secret>\n".
@@ -54,9 +102,6 @@ func (k *keyLog) Write(line []byte) (int, error) {
 				clear(*dst)
 				*dst = secret
 			}
-			if cr, err := hex.DecodeString(string(f[1])); err == nil {
-				k.clientRandom = cr
-			}
 		}
 	}
 	if k.user != nil {
@@ -70,7 +115,8 @@ func (k *keyLog) wipe() {
 	clear(k.clientTraffic)
 	clear(k.serverTraffic)
 	clear(k.master)
-	k.clientTraffic, k.serverTraffic, k.master = nil, nil, nil
+	clear(k.resumed)
+	k.clientTraffic, k.serverTraffic, k.master, k.resumed = nil, nil, nil, nil
 }
 
 // ---------------------------------------------------------------- server configs
@@ -144,6 +190,22 @@ func newServerBase(config *tls.Config) *tls.Config {
 		cfg.GetConfigForClient = nil
 		hc.keys.user = cfg.KeyLogWriter
 		cfg.KeyLogWriter = &hc.keys
+		// See the session a resumption continues (TLS 1.2 logs no
+		// secret for it). Tickets are decrypted as crypto/tls would:
+		// with the keys set on the returned config, or else with the
+		// shared base's.
+		userUnwrap, perConn := cfg.UnwrapSession, cfg
+		cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+			var s *tls.SessionState
+			var err error
+			if userUnwrap != nil {
+				s, err = userUnwrap(identity, cs)
+			} else if s, err = perConn.DecryptTicket(identity, cs); s == nil && err == nil {
+				s, err = b.DecryptTicket(identity, cs)
+			}
+			hc.keys.session(s)
+			return s, err
+		}
 		return cfg, nil
 	}
 	return b
@@ -230,18 +292,23 @@ func (c *Conn) handoff12(s *suite, state *tls.ConnectionState, hc *hsConn) error
 		return handoffErr("the client config allows renegotiation")
 	}
 	k := &hc.keys
-	if len(k.master) == 0 || len(k.clientRandom) != 32 {
+	master := k.master
+	if len(master) == 0 && state.DidResume {
+		master = k.resumed
+	}
+	if len(master) == 0 {
 		return handoffErr("no TLS 1.2 master secret in the key log")
 	}
-	serverRecords, outRecords, inRecords := hc.ReadRecords(), hc.WrittenRecords(), hc.ReadRecords()
+	serverRecords, clientRecords, outRecords, inRecords := hc.ReadRecords(), hc.WrittenRecords(), hc.WrittenRecords(), hc.ReadRecords()
 	if !c.isClient {
-		serverRecords = hc.WrittenRecords()
+		serverRecords, clientRecords = clientRecords, serverRecords
 	}
-	serverRandom := serverHelloRandom(serverRecords)
-	if serverRandom == nil {
-		return handoffErr("no ServerHello in the handshake records")
+	serverRandom := helloRandom(serverRecords, handshakeServerHello)
+	clientRandom := helloRandom(clientRecords, handshakeClientHello)
+	if serverRandom == nil || clientRandom == nil {
+		return handoffErr("no ClientHello or ServerHello in the handshake records")
 	}
-	ck, sk, civ, siv := keyBlock12(s, k.master, k.clientRandom, serverRandom)
+	ck, sk, civ, siv := keyBlock12(s, master, clientRandom, serverRandom)
 	defer clear(ck)
 	defer clear(sk)
 	outKey, outIV, inKey, inIV := sk, siv, ck, civ
@@ -331,9 +398,10 @@ func afterCCS(h *halfConn, recs [][]byte) (uint64, error) {
 	return seq, nil
 }
 
-// serverHelloRandom returns the random of the last ServerHello in the
-// handshake records the server sent, or nil.
-func serverHelloRandom(recs [][]byte) []byte {
+// helloRandom returns the random of the last hello message of type typ
+// (ClientHello or ServerHello) in the handshake records one side sent
+// before its ChangeCipherSpec, or nil.
+func helloRandom(recs [][]byte, typ byte) []byte {
 	var hs []byte
 	var random []byte
 	for _, rec := range recs {
@@ -344,13 +412,14 @@ func serverHelloRandom(recs [][]byte) []byte {
 			continue
 		}
 		hs = append(hs, rec[headerLen:]...)
-		// Handshake messages: type(1) length(3) body.
+		// Handshake messages: type(1) length(3) body; a hello's body
+		// starts with version(2) random(32).
 		for len(hs) >= 4 {
 			n := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
 			if len(hs) < 4+n {
 				break
 			}
-			if hs[0] == handshakeServerHello && n >= 2+32 {
+			if hs[0] == typ && n >= 2+32 {
 				random = bytes.Clone(hs[4+2 : 4+2+32])
 			}
 			hs = hs[4+n:]

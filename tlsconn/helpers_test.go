@@ -17,6 +17,7 @@ import (
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/internal/testcert"
 	"github.com/readyconn/readyconn/internal/testnet"
+	"github.com/readyconn/readyconn/readyreader"
 )
 
 func TestMain(m *testing.M) {
@@ -147,3 +148,5 @@ func (c *Conn) keyUpdateNow(requested bool) error {
 	}
 	return c.sendKeyUpdateMsg(req)
 }
+
+func errInvalidSize() error { return readyreader.ErrInvalidSize }

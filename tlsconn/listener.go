@@ -68,8 +68,11 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err == nil {
 			return newConn(c, l.config, false, l.opts), nil
 		}
-		if errors.Is(err, net.ErrClosed) || l.isClosed() {
+		if errors.Is(err, net.ErrClosed) {
 			return nil, err
+		}
+		if l.isClosed() {
+			return nil, l.closedErr()
 		}
 		backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
 		t := time.NewTimer(backoff)
@@ -77,9 +80,13 @@ func (l *listener) Accept() (net.Conn, error) {
 		case <-t.C:
 		case <-l.done:
 			t.Stop()
-			return nil, err
+			return nil, l.closedErr()
 		}
 	}
+}
+
+func (l *listener) closedErr() error {
+	return &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
 }
 
 func (l *listener) isClosed() bool {

@@ -29,7 +29,7 @@ func deep(n int) byte {
 	return pad[1]
 }
 
-func TestGrew(t *testing.T) {
+func TestStackGrew(t *testing.T) {
 	if !stacktest.InChild(t) {
 		return
 	}
@@ -42,9 +42,9 @@ func TestGrew(t *testing.T) {
 	assert.True(t, stacktest.Grew(128, func() { deep(4096) }))
 }
 
-// TestGrewParked runs the check the library's tests run: a read that wakes,
+// TestStackGrewParked runs the check the library's tests run: a read that wakes,
 // and one that parks in the poller until the peer closes.
-func TestGrewParked(t *testing.T) {
+func TestStackGrewParked(t *testing.T) {
 	if !stacktest.InChild(t) {
 		return
 	}
