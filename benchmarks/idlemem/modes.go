@@ -66,6 +66,13 @@ var modes = []mode{
 		open:       func(e *env) error { return e.openPairs(newTLS) },
 	},
 	{
+		name:       "tlsconn",
+		desc:       "tlsconn.Client/tlsconn.Server (crypto/tls 1.3 handshake, tlsconn records), blocked in Read with a 64 B buffer",
+		usesPool:   true,
+		fdsPerConn: 2,
+		open:       func(e *env) error { return e.openPairs(newTLSConn) },
+	},
+	{
 		name:       "alts",
 		desc:       "alts.Client/alts.Server (TLS 1.3 handshake, ALTS records), blocked in Read with a 64 B buffer",
 		usesPool:   true,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/readyconn/readyconn/framing"
 	"github.com/readyconn/readyconn/integration/readygrpc"
 	"github.com/readyconn/readyconn/readyreader"
+	"github.com/readyconn/readyconn/tlsconn"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -117,6 +119,46 @@ func (a *altsEnd) recv() error {
 
 func (a *altsEnd) send() error {
 	_, err := a.c.Write(message)
+	return err
+}
+
+// tlsconnEnd is a tlsconn.Conn (a crypto/tls handshake, then tlsconn's
+// record layer) read into a small application buffer, like tlsEnd.
+type tlsconnEnd struct {
+	c   *tlsconn.Conn
+	buf [msgLen]byte
+}
+
+func newTLSConn(e *env, c net.Conn, client bool) (endpoint, error) {
+	cfg, err := e.tlsConfigs()
+	if err != nil {
+		return nil, err
+	}
+	var tc *tlsconn.Conn
+	if client {
+		tc = tlsconn.Client(c, cfg.client, tlsconn.WithPool(e.pool))
+	} else {
+		tc = tlsconn.Server(c, cfg.server, tlsconn.WithPool(e.pool))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	if tc.Pinning() {
+		return nil, fmt.Errorf("tlsconn fell back to crypto/tls: %v", tc.PinningReason())
+	}
+	e.track(tc)
+	return &tlsconnEnd{c: tc}, nil
+}
+
+func (t *tlsconnEnd) recv() error {
+	_, err := io.ReadFull(t.c, t.buf[:])
+	return err
+}
+
+func (t *tlsconnEnd) send() error {
+	_, err := t.c.Write(message)
 	return err
 }
 
