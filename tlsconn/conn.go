@@ -50,43 +50,45 @@ func WithChaCha20Poly1305(newAEAD func(key []byte) (cipher.AEAD, error)) Option 
 // As with tls.Conn, one goroutine may read while another writes, and Close,
 // the deadline setters and the address methods may be called at any time.
 type Conn struct {
-	conn     net.Conn
-	isClient bool
-	config   *tls.Config // the caller's (client) or the shared server base
-	pool     bufferpool.Pool
-	chacha   func(key []byte) (cipher.AEAD, error)
+	conn   net.Conn
+	config *tls.Config // the caller's (client) or the shared server base
+	pool   bufferpool.Pool
+	chacha func(key []byte) (cipher.AEAD, error)
 
-	hsMu    sync.Mutex
-	hsDone  atomic.Bool
-	hsErr   error
-	tc      *tls.Conn // during the handshake; after it only while pinning or processing tickets
-	hc      *hsConn   // the connection as tc sees it
-	state   *tls.ConnectionState
-	pinning bool
-	// why is the reason the handoff was refused, when pinning.
-	why error
+	hsMu  sync.Mutex
+	hsErr error
+	tc    *tls.Conn // during the handshake; after it only while pinning or processing tickets
+	hc    *hsConn   // the connection as tc sees it
+	state *tls.ConnectionState
+	why   error // the reason the handoff was refused, when pinning
 
-	closed atomic.Bool
 	// fatal is set by the side that sends or receives a fatal alert; the
 	// other side fails with it too.
 	fatal atomic.Pointer[net.OpError]
 
-	rmu     sync.Mutex
-	in      halfConn
-	rd      record.Reader
-	rerr    error  // sticky read error
-	res     result // of step
-	msg     hsMessage
-	useless int      // consecutive records that carried no application data
-	tickets *tickets // client: hands NewSessionTickets to tc for resumption
+	rmu  sync.Mutex
+	in   halfConn
+	rd   record.Reader
+	rerr error  // sticky read error
+	res  result // of step
+	msg  hsMessage
 
-	wmu       sync.Mutex
-	out       halfConn
-	pend      record.Pending
-	shutdown  bool        // close_notify sent
-	keyUpdate atomic.Bool // the peer asked for a KeyUpdate of ours
+	wmu  sync.Mutex
+	out  halfConn
+	pend record.Pending
 
+	hsDone     atomic.Bool
+	closed     atomic.Bool
+	keyUpdate  atomic.Bool // the peer asked for a KeyUpdate of ours
 	peerClosed atomic.Bool // the peer's close_notify arrived
+	isClient   bool
+	pinning    bool
+	shutdown   bool // close_notify sent; c.wmu
+	// tickets: a TLS 1.3 client with a ClientSessionCache hands
+	// NewSessionTickets to tc, so that it can resume (see ticketRecord);
+	// c.rmu.
+	tickets bool
+	useless uint8 // consecutive records that carried no application data; c.rmu
 }
 
 func newConn(conn net.Conn, config *tls.Config, client bool, opts []Option) *Conn {
@@ -219,7 +221,7 @@ func (c *Conn) runHandshake(ctx context.Context) error {
 		return nil
 	}
 	hc.keys.wipe()
-	if c.tickets == nil {
+	if !c.tickets {
 		c.tc, c.hc = nil, nil
 	}
 	return nil
@@ -313,7 +315,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	for {
 		switch c.step() {
 		case actFill:
-			c.res.fillErr = c.rd.Fill()
+			c.res.err, c.res.filled = c.rd.Fill(), true
 		case actOpen:
 			c.openRecord()
 		default:
@@ -364,7 +366,7 @@ func (c *Conn) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte, int, error)
 	for {
 		switch c.step() {
 		case actFill:
-			c.res.fillErr = c.rd.Fill()
+			c.res.err, c.res.filled = c.rd.Fill(), true
 		case actOpen:
 			c.openRecord()
 		default:
@@ -423,10 +425,12 @@ func (c *Conn) step() int {
 			return actDone
 		}
 	}
-	if err := r.fillErr; err != nil {
-		r.fillErr = nil
-		r.err = c.readErr(err)
-		return actDone
+	if r.filled {
+		r.filled = false
+		if err := r.err; err != nil {
+			r.err = c.readErr(err)
+			return actDone
+		}
 	}
 	for {
 		if c.rerr != nil || c.closed.Load() {
@@ -463,17 +467,29 @@ type result struct {
 	pool bufferpool.Pool
 	buf  *[]byte
 	n    int
-	err  error
+	// err is the outcome for Read and ReadOnReady, or, right after they
+	// ran c.rd.Fill, Fill's error for step to take.
+	err error
 
-	fillErr error // of the last c.rd.Fill
-
-	// The record prepared by prepareRecord and opened by openRecord.
+	// The record prepared by prepareRecord and opened by openRecord: it
+	// opens into the caller's memory (p, or dstBuf taken from pool) when
+	// direct, in place otherwise.
 	rec    []byte
-	dst    []byte  // where it opens: the caller's memory, or in place
-	dstBuf *[]byte // a buffer taken from pool for dst, or nil
-	direct bool    // dst is the caller's memory
-	opened []byte
-	ok     bool
+	dstBuf *[]byte
+	opened int // bytes opened; -1 if authentication failed
+	direct bool
+	filled bool // err is Fill's
+}
+
+// dst returns where the prepared record opens.
+func (r *result) dst(c *Conn) []byte {
+	switch {
+	case !r.direct:
+		return r.rec[c.in.payloadOffset():][:0]
+	case r.dstBuf != nil:
+		return (*r.dstBuf)[:0]
+	}
+	return r.p[:0]
 }
 
 // deliver hands out opened bytes buffered by the record reader.
@@ -537,7 +553,7 @@ func (c *Conn) prepareRecord(rec []byte) bool {
 		r.err = c.failRead(err)
 		return false
 	}
-	if c.tickets != nil && c.ticketRecord(rec) {
+	if c.tickets && c.ticketRecord(rec) {
 		return false
 	}
 	inner := c.in.innerLen(rec)
@@ -546,16 +562,11 @@ func (c *Conn) prepareRecord(rec []byte) bool {
 		room = r.size
 	}
 	r.rec, r.direct, r.dstBuf = rec, inner > 0 && inner <= room, nil
-	switch {
-	case r.direct && r.pool != nil:
-		// openRecord takes the buffer (from a shallower frame: a pool
-		// that has to allocate goes deep).
-	case r.direct:
-		r.dst = r.p[:0]
-	default:
-		r.dst = rec[c.in.payloadOffset():][:0]
+	if !r.direct {
 		c.rd.Opened()
 	}
+	// For ReadOnReady, openRecord takes the buffer (from a shallower
+	// frame: a pool that has to allocate goes deep).
 	return true
 }
 
@@ -567,20 +578,23 @@ func (c *Conn) openRecord() {
 	r := &c.res
 	if r.direct && r.pool != nil {
 		r.dstBuf = r.pool.Get(c.in.innerLen(r.rec))
-		r.dst = (*r.dstBuf)[:0]
 	}
 	payload, aad := c.in.prepareOpen(r.rec, c.in.seq)
-	var err error
-	r.opened, err = c.in.aead.Open(r.dst, c.in.nonce[:], payload, aad)
-	r.ok = err == nil
+	opened, err := c.in.aead.Open(r.dst(c), c.in.nonce[:], payload, aad)
+	r.opened = len(opened)
+	if err != nil {
+		r.opened = -1
+	}
 }
 
 // finishRecord acts on an opened record. It returns true when the outcome
 // (data delivered or an error) is in r; false when the record carried no
 // data and reading goes on.
 func (r *result) finishRecord(c *Conn) bool {
-	rec, dst, buf, direct, opened, ok := r.rec, r.dst, r.dstBuf, r.direct, r.opened, r.ok
-	r.rec, r.dst, r.dstBuf, r.opened, r.ok = nil, nil, nil, nil, false
+	rec, dst, buf, direct := r.rec, r.dst(c), r.dstBuf, r.direct
+	opened := dst[:max(r.opened, 0)]
+	ok := r.opened >= 0
+	r.rec, r.dstBuf, r.opened = nil, nil, 0
 	inner := c.in.innerLen(rec)
 	if !ok {
 		if direct {
@@ -817,8 +831,10 @@ func (c *Conn) writeRecords(typ byte, b []byte) (int, error) {
 		chunk := b[written:min(len(b), written+perChunk)]
 		records := (len(chunk) + maxPlaintext - 1) / maxPlaintext
 		if c.out.suite.tls13 && typ == typeApplicationData {
-			// Keep every record of a chunk under one key.
-			if c.out.seq >= rekeyAfter {
+			// Keep every record of a chunk under one key, and answer a
+			// KeyUpdate that arrived during a long Write before the next
+			// chunk (RFC 8446 section 4.6.3).
+			if c.out.seq >= rekeyAfter || c.keyUpdate.Load() {
 				if err := c.sendKeyUpdate(); err != nil {
 					return written, err
 				}

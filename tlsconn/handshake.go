@@ -247,9 +247,9 @@ func (c *Conn) handoff(state *tls.ConnectionState, hc *hsConn) error {
 	}
 	c.rd.Init(c.conn, c.pool, formatFor(s))
 	if c.isClient && s.tls13 && c.config.ClientSessionCache != nil {
-		c.tickets = &tickets{}
+		c.tickets = true
 	}
-	if c.tickets == nil {
+	if !c.tickets {
 		hc.StopCapture()
 	}
 	return nil

@@ -16,9 +16,9 @@ const maxHandshakeMessage = 65536
 // span records; their bodies are skipped as they arrive, never buffered.
 type hsMessage struct {
 	hdr    [4]byte
-	hdrN   int
+	hdrN   uint8
 	typ    byte
-	remain int // body bytes still to come
+	remain int32 // body bytes still to come (at most maxHandshakeMessage)
 }
 
 // idle reports whether no message is partly read.
@@ -30,9 +30,9 @@ func (c *Conn) handshakeMessages(b []byte) error {
 	for len(b) > 0 {
 		if m.remain == 0 {
 			k := copy(m.hdr[m.hdrN:], b)
-			m.hdrN += k
+			m.hdrN += uint8(k)
 			b = b[k:]
-			if m.hdrN < len(m.hdr) {
+			if int(m.hdrN) < len(m.hdr) {
 				break
 			}
 			m.hdrN = 0
@@ -41,14 +41,14 @@ func (c *Conn) handshakeMessages(b []byte) error {
 			if err := c.startMessage(m.typ, n); err != nil {
 				return err
 			}
-			m.remain = n
+			m.remain = int32(n)
 			continue
 		}
 		if m.typ == handshakeKeyUpdate {
 			return c.keyUpdateMessage(b)
 		}
-		k := min(m.remain, len(b))
-		m.remain -= k
+		k := min(int(m.remain), len(b))
+		m.remain -= int32(k)
 		b = b[k:]
 	}
 	return nil
@@ -108,12 +108,12 @@ func (c *Conn) keyUpdateMessage(b []byte) error {
 
 // ---------------------------------------------------------------- tickets
 
-// tickets lets a TLS 1.3 client with a ClientSessionCache resume: the key
-// log does not carry the resumption secret, so the NewSessionTicket records
-// that arrive before the first application data are handed, as they are,
-// to the retired tls.Conn, which stores the tickets in the cache. The first
-// record that is anything else retires the tls.Conn for good.
-type tickets struct{}
+// A TLS 1.3 client with a ClientSessionCache resumes thanks to the retired
+// tls.Conn: the key log does not carry the resumption secret, so the
+// NewSessionTicket records that arrive before the first application data
+// are handed, as they are, to the tls.Conn, which stores the tickets in the
+// cache. The first record that is anything else retires the tls.Conn for
+// good.
 
 // ticketRecord handles rec while tickets are being handed to crypto/tls: it
 // opens a copy of rec, and if it holds only NewSessionTickets lets the
@@ -180,7 +180,7 @@ func allTickets(b []byte) bool {
 
 // retireTLS drops crypto/tls's connection once it has nothing more to do.
 func (c *Conn) retireTLS() {
-	c.tickets = nil
+	c.tickets = false
 	if c.hc != nil {
 		c.hc.StopCapture()
 	}
