@@ -369,7 +369,7 @@ func (trapLogger) Fatalln(args ...any)               { panic(fatalLog(fmt.Sprint
 
 // runInterop runs check, one of grpc's interop.Do* functions, and fails t
 // with its message if it fails.
-func runInterop(t *testing.T, check func()) {
+func runInterop(t testing.TB, check func()) {
 	t.Helper()
 	defer func() {
 		if r := recover(); r != nil {
