@@ -68,8 +68,9 @@ func Dialer(d *net.Dialer, network string) func(ctx context.Context, addr string
 //   - Otherwise, when readyreader.NewNonBlocking(c) can wait for c without
 //     a buffer (TCP and Unix sockets on the other Unix systems), c is
 //     wrapped in a connection with the ReadOnReady method grpc-go looks for.
-//     grpc-go sets TCP_USER_TIMEOUT on Linux alone, so nothing is lost.
-//     The wrapper also implements syscall.Conn (the data on the socket is
+//     Nothing is lost by hiding the socket there: grpc-go sets
+//     TCP_USER_TIMEOUT on Linux alone, where the first case applies. The
+//     wrapper also implements syscall.Conn (the data on the socket is
 //     plaintext), for channelz.
 //   - Everything else is returned unchanged: reads on it pin memory
 //     anyway.
