@@ -1,6 +1,6 @@
 // Package readygrpc plugs readyconn into grpc-go, so that an idle gRPC
-// connection owns no read buffer, over TLS-authenticated encryption as well
-// as in plaintext.
+// connection owns no read buffer, over standard TLS, over TLS-authenticated
+// ALTS records and in plaintext.
 //
 // grpc-go's HTTP/2 transport reads its connection through a buffer that it
 // takes from a pool only when bytes have arrived, provided the connection has
@@ -13,6 +13,13 @@
 // HTTP/2 read buffer and crypto/tls's record buffers stay pinned by every
 // idle connection.
 //
+// [NewTLS] (and [NewClientTLSFromCert], [NewClientTLSFromFile],
+// [NewServerTLSFromCert], [NewServerTLSFromFile]) are drop-in replacements
+// for the functions of the same names in grpc's credentials package: the
+// same standard TLS on the wire, so the other end can be any gRPC
+// implementation, but the record layer of package tlsconn carries the data,
+// and the connection handed to gRPC has the ReadOnReady method above.
+//
 // [NewCredentials] returns transport credentials that authenticate with a TLS
 // 1.3 handshake ([alts.Client] and [alts.Server]: all of tls.Config, mutual
 // TLS included) and then protect the connection with the ALTS record layer
@@ -24,6 +31,11 @@
 //
 // [Listener] and [Dialer] do the same for plaintext gRPC on every Unix, not
 // only Linux.
+//
+// gRPC reads through ReadOnReady only while the environment variable
+// GRPC_GO_EXPERIMENTAL_HTTP_FRAMER_READ_BUFFER_POOLING is not "false";
+// setting it to "false" makes gRPC read every connection through a
+// bufio.Reader again, these included.
 package readygrpc
 
 import (

@@ -2,8 +2,13 @@ package readygrpc
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -24,6 +30,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	grpclog.SetLoggerV2(newTrapLogger())
 	goleak.VerifyTestMain(m)
 }
 
@@ -160,12 +167,16 @@ type mode struct {
 	name   string
 	server func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption)
 	client []grpc.DialOption
+	// mutual: the client presents the client certificate of testcert,
+	// and the server requires it.
+	mutual bool
 }
 
 func altsMode(t testing.TB, mutual bool, opts ...grpc.DialOption) mode {
 	a, _ := pkis(t)
 	return mode{
-		name: "alts",
+		name:   "alts",
+		mutual: mutual,
 		server: func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption) {
 			return lis, grpc.Creds(NewCredentials(a.ServerConfig(mutual)))
 		},
@@ -186,15 +197,81 @@ func plainMode() mode {
 	}
 }
 
-func tlsMode(t testing.TB) mode {
-	a, _ := pkis(t)
-	return mode{
-		name: "tls",
-		server: func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption) {
-			return lis, grpc.Creds(credentials.NewTLS(a.ServerConfig(false)))
-		},
-		client: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(a.ClientConfig(false)))},
+// tlsImpl is an implementation of gRPC's TLS credentials: grpc's own or
+// this package's.
+type tlsImpl struct {
+	name  string
+	creds func(*tls.Config) credentials.TransportCredentials
+}
+
+var (
+	stockTLS = tlsImpl{"stock", credentials.NewTLS}
+	readyTLS = tlsImpl{"readygrpc", NewTLS}
+)
+
+// tlsPairing is one pairing of TLS credentials at the two ends.
+type tlsPairing struct{ client, server tlsImpl }
+
+func (p tlsPairing) String() string {
+	return "tls:client=" + p.client.name + ",server=" + p.server.name
+}
+
+// tlsPairings are the pairings every TLS test runs: this package's
+// credentials against grpc's in both directions, and at both ends.
+var tlsPairings = []tlsPairing{
+	{client: stockTLS, server: readyTLS},
+	{client: readyTLS, server: stockTLS},
+	{client: readyTLS, server: readyTLS},
+}
+
+// readyEnds is how many ends of a connection use this package's
+// credentials.
+func (p tlsPairing) readyEnds() int {
+	n := 0
+	for _, i := range []tlsImpl{p.client, p.server} {
+		if i.name == readyTLS.name {
+			n++
+		}
 	}
+	return n
+}
+
+// mode runs gRPC over TLS with the given configurations: ccfg for the
+// client, scfg for the server.
+func (p tlsPairing) mode(ccfg, scfg *tls.Config, mutual bool) mode {
+	return mode{
+		name:   p.String(),
+		mutual: mutual,
+		server: func(t testing.TB, lis net.Listener) (net.Listener, grpc.ServerOption) {
+			return lis, grpc.Creds(p.server.creds(scfg))
+		},
+		client: []grpc.DialOption{grpc.WithTransportCredentials(p.client.creds(ccfg))},
+	}
+}
+
+// tlsMode is p.mode with testcert's configurations, mutual TLS or not.
+func (p tlsPairing) tlsMode(t testing.TB, mutual bool) mode {
+	a, _ := pkis(t)
+	return p.mode(a.ClientConfig(mutual), a.ServerConfig(mutual), mutual)
+}
+
+func tlsMode(t testing.TB) mode {
+	m := tlsPairing{client: stockTLS, server: stockTLS}.tlsMode(t, false)
+	m.name = "tls"
+	return m
+}
+
+// modes are the ways of running gRPC that every functional test covers:
+// ALTS records with mutual TLS, plaintext through Listener and Dialer, and
+// every TLS pairing with mutual TLS.
+func modes(t testing.TB) []mode {
+	m := altsMode(t, true)
+	m.name = "alts-mtls"
+	ms := []mode{m, plainMode()}
+	for _, p := range tlsPairings {
+		ms = append(ms, p.tlsMode(t, true))
+	}
+	return ms
 }
 
 type server struct {
@@ -203,9 +280,16 @@ type server struct {
 	impl *testServer
 }
 
-// startServer serves TestService and Health on a loopback listener; the
-// server is stopped when the test ends.
+// startServer serves TestService (testServer) and Health on a loopback
+// listener; the server is stopped when the test ends.
 func startServer(t testing.TB, m mode) *server {
+	t.Helper()
+	return startServerWith(t, m, nil)
+}
+
+// startServerWith is startServer with impl instead of testServer, if impl
+// is not nil.
+func startServerWith(t testing.TB, m mode, impl testpb.TestServiceServer) *server {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -215,7 +299,10 @@ func startServer(t testing.TB, m mode) *server {
 		srv:  grpc.NewServer(opt, grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg)),
 		impl: &testServer{canceled: make(chan error, 16)},
 	}
-	testpb.RegisterTestServiceServer(s.srv, s.impl)
+	if impl == nil {
+		impl = s.impl
+	}
+	testpb.RegisterTestServiceServer(s.srv, impl)
 	healthpb.RegisterHealthServer(s.srv, health.NewServer())
 	done := make(chan struct{})
 	go func() {
@@ -240,8 +327,58 @@ func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	return cc
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+// opCtx returns a context for one operation of a test (an RPC, a stream,
+// a dial), which ends after opBudget.
+func opCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), opBudget)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// opBudget bounds one operation of a test (a handshake, an RPC, a stream,
+// a subprocess run): generous, because a loaded 2-core machine running
+// -race is slow, and per operation, so that many operations never share
+// one deadline.
+const opBudget = 60 * time.Second
+
+// trapLogger is grpc's default logger (the same severity and verbosity
+// environment variables), except that a fatal log panics with a fatalLog
+// instead of exiting the process: grpc's interop.Do* checks log fatally
+// when they fail, and runInterop turns that into a test failure.
+type trapLogger struct{ grpclog.LoggerV2 }
+
+type fatalLog string
+
+func newTrapLogger() trapLogger {
+	errW, warnW, infoW := io.Discard, io.Discard, io.Discard
+	switch strings.ToLower(os.Getenv("GRPC_GO_LOG_SEVERITY_LEVEL")) {
+	case "", "error":
+		errW = os.Stderr
+	case "warning":
+		warnW = os.Stderr
+	case "info":
+		infoW = os.Stderr
+	}
+	v, _ := strconv.Atoi(os.Getenv("GRPC_GO_LOG_VERBOSITY_LEVEL"))
+	return trapLogger{grpclog.NewLoggerV2WithVerbosity(infoW, warnW, errW, v)}
+}
+
+func (trapLogger) Fatal(args ...any)                 { panic(fatalLog(fmt.Sprint(args...))) }
+func (trapLogger) Fatalf(format string, args ...any) { panic(fatalLog(fmt.Sprintf(format, args...))) }
+func (trapLogger) Fatalln(args ...any)               { panic(fatalLog(fmt.Sprintln(args...))) }
+
+// runInterop runs check, one of grpc's interop.Do* functions, and fails t
+// with its message if it fails.
+func runInterop(t testing.TB, check func()) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			msg, ok := r.(fatalLog)
+			if !ok {
+				panic(r)
+			}
+			t.Fatalf("interop check failed: %s", msg)
+		}
+	}()
+	check()
 }

@@ -12,15 +12,9 @@ import (
 )
 
 // Listener wraps a listener for a plaintext gRPC server
-// (grpc.Server.Serve(readygrpc.Listener(lis))) so that every accepted
-// connection on which readyreader can wait without a buffer (TCP and Unix
-// sockets on every Unix) carries the ReadOnReady method grpc-go looks for;
-// gRPC then holds no read buffer for an idle connection. Other connections
-// are returned unchanged. Closing the returned listener closes inner.
-//
-// grpc-go sets TCP_USER_TIMEOUT (Linux, with keepalive, which servers enable
-// by default) only on a bare *net.TCPConn, so it is not set on connections
-// wrapped by Listener, Dialer or WrapConn.
+// (grpc.Server.Serve(readygrpc.Listener(lis))) so that gRPC holds no read
+// buffer for an idle connection: every accepted connection goes through
+// [WrapConn]. Closing the returned listener closes inner.
 func Listener(inner net.Listener) net.Listener {
 	return &plainListener{Listener: inner}
 }
@@ -64,11 +58,29 @@ func Dialer(d *net.Dialer, network string) func(ctx context.Context, addr string
 	}
 }
 
-// WrapConn returns c with the ReadOnReady method grpc-go looks for, backed by
-// readyreader.NewNonBlocking(c), or c itself when NewNonBlocking returns nil
-// (reads on c would pin memory anyway). The result also implements
-// syscall.Conn (the data on the socket is plaintext), for channelz.
+// WrapConn returns a plaintext connection for gRPC that gRPC reads without
+// holding a buffer while the connection is idle, where that is possible:
+//
+//   - On Linux, a bare *net.TCPConn or *net.UnixConn is returned unchanged:
+//     grpc-go (since v1.81) reads these itself without pinning a buffer,
+//     and it sets TCP_USER_TIMEOUT (dead-peer detection under keepalive,
+//     which servers enable by default) only on a *net.TCPConn it can see.
+//   - Otherwise, when readyreader.NewNonBlocking(c) can wait for c without
+//     a buffer (TCP and Unix sockets on the other Unix systems), c is
+//     wrapped in a connection with the ReadOnReady method grpc-go looks for.
+//     Nothing is lost by hiding the socket there: grpc-go sets
+//     TCP_USER_TIMEOUT on Linux alone, where the first case applies. The
+//     wrapper also implements syscall.Conn (the data on the socket is
+//     plaintext), for channelz.
+//   - Everything else is returned unchanged: reads on it pin memory
+//     anyway.
+//
+// gRPC reads through ReadOnReady only while the environment variable
+// GRPC_GO_EXPERIMENTAL_HTTP_FRAMER_READ_BUFFER_POOLING is not "false".
 func WrapConn(c net.Conn) net.Conn {
+	if grpcReadsWithoutPinning(c) {
+		return c
+	}
 	rr := readyreader.NewNonBlocking(c)
 	if rr == nil {
 		return c

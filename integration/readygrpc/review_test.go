@@ -36,7 +36,7 @@ func TestAbstractUnixSocket(t *testing.T) {
 	cc, err := grpc.NewClient("unix-abstract:"+name, plainMode().client...)
 	require.NoError(t, err)
 	defer cc.Close()
-	resp, err := testpb.NewTestServiceClient(cc).UnaryCall(ctxT(t), &testpb.SimpleRequest{ResponseSize: 10})
+	resp, err := testpb.NewTestServiceClient(cc).UnaryCall(opCtx(t), &testpb.SimpleRequest{ResponseSize: 10})
 	require.NoError(t, err)
 	assert.Len(t, resp.Payload.GetBody(), 10)
 }
