@@ -113,8 +113,6 @@ func TestNetConn(t *testing.T) {
 		{
 			name: "tls/NewTLS",
 			pipe: credsPipe(t, NewTLS(a.ClientConfig(false)), NewTLS(a.ServerConfig(false))),
-			// Delete once clientHandshake and serverHandshake run tlsconn.
-			pending: "crypto/tls fails PastTimeout, FutureTimeout and ConcurrentMethods: a timed-out Write breaks a *tls.Conn for good",
 		},
 		// The ALTS records of NewCredentials fail the same three today
 		// (issue 13, item 11); once alts is fixed, add:

@@ -213,7 +213,7 @@ func installProbe(t *testing.T) *readProbe {
 // reads through ReadOnReady without pinning a buffer: false while
 // clientHandshake and serverHandshake run crypto/tls, true once they run
 // tlsconn. TestTLSReadsOnReady checks that it matches the code.
-const tlsReadsOnReady = false
+const tlsReadsOnReady = true
 
 // idleCase is a mode of TestManyIdleConnections and what its idle
 // connections must look like.

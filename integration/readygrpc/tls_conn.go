@@ -9,7 +9,10 @@ import (
 
 	"google.golang.org/grpc/mem"
 
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/tlsconn"
 )
 
 // clientHandshake and serverHandshake are the only places that name the
@@ -17,17 +20,26 @@ import (
 // bounded by ctx, and return the connection that carries the data and the
 // handshake's state; on error raw is closed.
 //
-// They run crypto/tls today: the connection pins crypto/tls's buffers, and
-// gRPC reads it through its own bufio.Reader, as with grpc's credentials.
-// tlsconn.Client and tlsconn.Server take the same arguments and return a
-// *tlsconn.Conn, which forGRPC hands to gRPC with a ReadOnReady method.
+// They run tlsconn: crypto/tls's handshake, then tlsconn's record layer,
+// which holds no buffer while the connection is idle; forGRPC hands the
+// *tlsconn.Conn to gRPC with the ReadOnReady method gRPC's HTTP/2 transport
+// reads through. Where tlsconn had to leave the data to crypto/tls
+// (Pinning), gRPC reads the connection through its bufio.Reader, as with
+// grpc's own credentials.
 func clientHandshake(ctx context.Context, raw net.Conn, cfg *tls.Config) (net.Conn, tls.ConnectionState, error) {
-	return handshake(ctx, tls.Client(raw, cfg))
+	return handshake(ctx, tlsconn.Client(raw, cfg, tlsOptions...))
 }
 
 func serverHandshake(ctx context.Context, raw net.Conn, cfg *tls.Config) (net.Conn, tls.ConnectionState, error) {
-	return handshake(ctx, tls.Server(raw, cfg))
+	return handshake(ctx, tlsconn.Server(raw, cfg, tlsOptions...))
 }
+
+// tlsOptions configure every tlsconn.Conn of the TLS credentials: gRPC's
+// dependencies already bring golang.org/x/crypto, whose ChaCha20-Poly1305
+// lets tlsconn carry the suites that clients without AES hardware choose.
+var tlsOptions = []tlsconn.Option{tlsconn.WithChaCha20Poly1305(chacha20poly1305.New)}
+
+var _ recordReader = (*tlsconn.Conn)(nil)
 
 // handshakeConn is the part of the API of *tls.Conn and *tlsconn.Conn that
 // handshake uses.

@@ -455,7 +455,7 @@ func TestTLSReadsOnReady(t *testing.T) {
 // ReadOnReady (through readyreader's blocking fallback, so it pins while it
 // waits) and a Pinning method.
 type fakeRecordReader struct {
-	*tls.Conn
+	net.Conn
 	rr      readyreader.Reader
 	pinning bool
 }
@@ -467,8 +467,7 @@ func (f *fakeRecordReader) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte,
 func (f *fakeRecordReader) Pinning() bool { return f.pinning }
 
 func newFake(c net.Conn, pinning bool) net.Conn {
-	tc := c.(*tls.Conn)
-	return &fakeRecordReader{Conn: tc, rr: readyreader.New(tc), pinning: pinning}
+	return &fakeRecordReader{Conn: c, rr: readyreader.New(c), pinning: pinning}
 }
 
 // TestForGRPC checks the shapes forGRPC hands to gRPC.
