@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -234,24 +232,7 @@ const grpcOwnReader = "internal/transport/readyreader.(*nonBlockingReader).ReadO
 
 // countParked counts the goroutines parked in the network poller with fn
 // on their stack.
-func countParked(fn string) int {
-	buf := make([]byte, 8<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
-			count++
-		}
-	}
-	return count
-}
+func countParked(fn string) int { return testnet.CountParked(fn, "[IO wait") }
 
 // plainReaders says how gRPC reads a TCP connection made by Listener or
 // Dialer on this system: through WrapConn's ReadOnReady (probed), or

@@ -32,7 +32,11 @@ func WaitBlocked(tb testing.TB, fn string) {
 // Parked reports whether some goroutine is blocked in one of the states
 // (the bracketed state of a goroutine dump, such as "[IO wait") with fn on
 // its stack, at the moment of the call.
-func Parked(fn string, states ...string) bool {
+func Parked(fn string, states ...string) bool { return CountParked(fn, states...) > 0 }
+
+// CountParked counts the goroutines blocked in one of the states with fn on
+// their stack, at the moment of the call.
+func CountParked(fn string, states ...string) int {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -42,17 +46,19 @@ func Parked(fn string, states ...string) bool {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
+	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		if !strings.Contains(g, fn) {
 			continue
 		}
 		for _, s := range states {
 			if strings.Contains(g, s) {
-				return true
+				count++
+				break
 			}
 		}
 	}
-	return false
+	return count
 }
 
 func waitState(tb testing.TB, fn string, states ...string) {
