@@ -25,7 +25,11 @@
 //     the TLS 1.2 master secret (CLIENT_RANDOM). Each connection's handshake
 //     runs with a config whose KeyLogWriter leads to that connection alone
 //     (and on to the KeyLogWriter the caller set, if any); the secrets go
-//     nowhere else and are wiped once the keys are derived. On the server
+//     nowhere else and are wiped once the keys are derived. A resumed TLS
+//     1.2 session logs no secret: its master secret is read from the
+//     tls.SessionState that crypto/tls resumes (seen through
+//     Config.UnwrapSession on the server and the ClientSessionCache on the
+//     client). On the server
 //     the per-connection config comes from GetConfigForClient of one base
 //     config shared by every connection with the same caller config, so
 //     that automatic session ticket keys stay shared and resumption works
