@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/readyconn/readyconn/benchmarks/internal/cputime"
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/framing"
 )
@@ -79,6 +80,7 @@ func BenchmarkFrameRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
+			ct := cputime.Start(b)
 			for range b.N {
 				f, err := r.ReadFrame()
 				if err != nil || f.Len() != size {
@@ -86,6 +88,7 @@ func BenchmarkFrameRead(b *testing.B) {
 				}
 				f.Release()
 			}
+			ct.Stop()
 			b.StopTimer()
 			r.Release()
 		}},
@@ -96,12 +99,14 @@ func BenchmarkFrameRead(b *testing.B) {
 			}
 			buf := make([]byte, 0, size)
 			b.ResetTimer()
+			ct := cputime.Start(b)
 			for range b.N {
 				buf, err = r.ReadFrameInto(buf)
 				if err != nil || len(buf) != size {
 					b.Fatal(err, len(buf))
 				}
 			}
+			ct.Stop()
 			b.StopTimer()
 			r.Release()
 		}},
@@ -110,6 +115,7 @@ func BenchmarkFrameRead(b *testing.B) {
 			var hdr [4]byte
 			buf := make([]byte, 0, size)
 			b.ResetTimer()
+			defer cputime.Start(b).Stop()
 			for range b.N {
 				if _, err := io.ReadFull(br, hdr[:]); err != nil {
 					b.Fatal(err)
@@ -219,6 +225,7 @@ func frWriteBench(b *testing.B, batched bool) {
 					}
 				}
 				b.ResetTimer()
+				ct := cputime.Start(b)
 				for range b.N {
 					if err := write(); err != nil {
 						b.Fatal(err)
@@ -229,6 +236,7 @@ func frWriteBench(b *testing.B, batched bool) {
 						b.Fatal(err)
 					}
 				}
+				ct.Stop()
 				b.StopTimer()
 				client.Close()
 				<-done
