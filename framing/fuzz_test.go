@@ -204,10 +204,17 @@ func FuzzWriterReader(f *testing.F) {
 		pool := newDebugPool()
 		w, err := NewWriter(&stream, spec, WithPool(pool))
 		require.NoError(t, err)
+		// flags&8: vectored writes, and with flags&4 in pieces; otherwise
+		// with flags&4 streamed in Writes of at most flags>>4+1 bytes.
 		w.writev = flags&8 != 0
-		w.copyMax = 0
-		if flags&4 != 0 {
-			w.piece = int(flags>>4) + 1 // large frames in pieces
+		switch {
+		case w.writev:
+			w.copyMax = 0
+			if flags&4 != 0 {
+				w.piece = int32(flags>>4) + 1
+			}
+		case flags&4 != 0:
+			w.copyMax = int32(flags>>4) + 1
 		}
 		err = w.WriteFrame(parts...)
 		if err != nil {

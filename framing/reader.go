@@ -12,9 +12,11 @@
 // that arrive in bulk are slices of the shared, reference-counted read buffer,
 // others get a right-sized pooled buffer of their own. A peer that announces a large frame and stalls costs
 // memory proportional to what it actually sent. A [Writer] writes the header
-// and the payload parts of a frame with one vectored write, and a
-// [BufferedWriter] batches small frames in a pooled buffer that it gives back
-// on Flush. Steady-state reading and writing allocate nothing.
+// and the payload parts of a frame with one vectored write on a socket, and
+// on any other writer with one Write, or for a large frame several, so that
+// a frame of any size needs at most a 32 KiB buffer; a [BufferedWriter]
+// batches small frames in a pooled buffer that it gives back on Flush.
+// Steady-state reading and writing allocate nothing.
 package framing
 
 import (
