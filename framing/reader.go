@@ -325,24 +325,27 @@ func NewReader(r io.Reader, spec Spec, opts ...Option) (*Reader, error) {
 	// from small frames: a reader goroutine that outgrows its initial
 	// 2 KiB stack once keeps the larger stack while it is parked (see
 	// [Reader.ReadFrame]).
-	if err := validate(&spec); err != nil {
+	rd, err := newReader(&spec, opts)
+	if err != nil {
 		return nil, err
 	}
-	o := buildOptions(opts)
-	rd := new(Reader)
-	rd.init(&spec, &o)
 	rd.rr = readyreader.New(r)
 	return rd, nil
 }
 
+// newReader returns a Reader for spec without its connection.
+//
 //go:noinline
-func validate(spec *Spec) error { return spec.Validate() }
-
-//go:noinline
-func (r *Reader) init(spec *Spec, o *options) {
+func newReader(spec *Spec, opts []Option) (*Reader, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	o := buildOptions(opts)
+	r := new(Reader)
 	r.spec = *spec
 	r.fast = newFastHeader(spec)
 	r.pool, r.readSize, r.debug = o.pool, o.readSize, isDebugPool(o.pool)
+	return r, nil
 }
 
 // ReadFrame returns the next frame. The caller owns it and must Release it;
