@@ -488,6 +488,23 @@ func (r *Reader) Release() {
 	}
 }
 
+// Reset discards the bytes the Reader has read ahead and any frame it was
+// assembling, gives their memory back, clears its error (ErrReleased too),
+// and makes it read from rd, with its Spec and options, as a Reader from
+// NewReader(rd, ...) would: bufio.Reader.Reset for frames. Frames handed out
+// before Reset are not affected: each stays valid until its Release (a Frame
+// sharing a read buffer keeps that buffer until then). Like ReadFrame, Reset
+// must not run concurrently with another call on the Reader.
+//
+// Reset lets a pool of Readers serve connection after connection; with a rd
+// that is a readyreader.Reader it allocates nothing, with a socket it sets
+// up the socket's raw reads as NewReader does.
+func (r *Reader) Reset(rd io.Reader) {
+	r.drop()
+	r.empty, r.pending, r.err = 0, nil, nil
+	r.rr = readyreader.New(rd)
+}
+
 func (r *Reader) drop() {
 	r.nextOK = false
 	if r.cur != nil {
