@@ -476,9 +476,10 @@ func (r *Reader) ReadFrameInto(dst []byte) ([]byte, error) {
 }
 
 // Release returns the memory the Reader holds for bytes it has read but not
-// handed out, and makes later calls fail with ErrReleased. Use it when
-// abandoning a stream in the middle; a Reader that has returned an error, or
-// sits between frames with nothing read ahead, holds nothing.
+// handed out, and makes later calls fail with ErrReleased (until a
+// [Reader.Reset]). Use it when abandoning a stream in the middle; a Reader
+// that has returned an error, or sits between frames with nothing read
+// ahead, holds nothing.
 func (r *Reader) Release() {
 	r.drop()
 	r.err = ErrReleased
