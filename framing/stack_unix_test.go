@@ -1,3 +1,5 @@
+//go:build unix
+
 package framing
 
 import (
@@ -18,7 +20,8 @@ import (
 
 // parkHeadroom is the stack, in bytes, that a goroutine may have used before
 // it calls into framing and still park in ReadFrame on its initial 2 KiB
-// stack (see Reader.ReadFrame for why that matters).
+// stack (see Reader.ReadFrame for why that matters). The promise is made
+// for the Unix path, where the Reader waits through syscall.RawConn.
 const parkHeadroom = 150
 
 // stackPath is what the measured goroutine does with its end of a
