@@ -21,9 +21,9 @@ type Writer struct {
 	spec Spec
 	pool bufferpool.Pool
 	// copyMax is the largest frame written with one Write from one pooled
-	// buffer; without writev, larger frames go out in Writes of at most
-	// copyMax bytes (smallFrame or streamChunk, see NewWriter; tests lower
-	// it).
+	// buffer, and without writev the size of the buffer a larger frame's
+	// small slices are coalesced in (smallFrame or streamChunk, see
+	// NewWriter; tests lower it).
 	copyMax int32
 	// piece is the size above which a frame goes out in several vectored
 	// writes of at least piece bytes (TCP only, see pieceSize); 0 for never.
@@ -62,13 +62,14 @@ const smallFrame = 4 << 10
 
 // streamChunk bounds the memory a Writer on a writer that is not a socket
 // (a *tls.Conn, a bufio.Writer) holds for a frame: a frame of up to
-// streamChunk bytes goes out in one Write from a pooled buffer of its size,
-// a larger one in Writes of equal size, at most streamChunk each, written
-// straight from the caller's slices where a piece lies within one of them
-// and copied into one pooled buffer of the piece size where it spans
-// several. (Copying every frame whole into one buffer cost a fresh
-// allocation per frame above the pool's largest class.) 32 KiB is two TLS
-// records, the BufferedWriter's default buffer and the TCP piece size.
+// streamChunk bytes goes out in one Write from a pooled buffer of its size;
+// a larger one in several Writes that send each of the caller's slices of
+// streamChunk bytes or more from where it is, and coalesce the small ones
+// (the length field, headers) with the start of the next large one in one
+// pooled buffer of streamChunk bytes. (Copying every frame whole into one
+// buffer cost a fresh allocation per frame above the pool's largest class.)
+// 32 KiB is two TLS records, the BufferedWriter's default buffer and the TCP
+// piece size.
 const streamChunk = 32 << 10
 
 // NewWriter returns a Writer of frames described by spec to w. Spec.Strip
@@ -82,9 +83,10 @@ const streamChunk = 32 << 10
 // the pool and returned right after (an idle Writer owns no buffer).
 //
 // On any other writer a frame of up to 32 KiB goes out as one Write from a
-// pooled buffer, and a larger one as several Writes of equal size, at most
-// 32 KiB each, so that a frame of any size needs at most a 32 KiB buffer
-// and allocates nothing (see streamChunk).
+// pooled buffer, and a larger one as several Writes, of the caller's large
+// slices as they are and of the small ones coalesced in a 32 KiB buffer, so
+// that a frame of any size needs at most a 32 KiB buffer and allocates
+// nothing (see streamChunk).
 func NewWriter(w io.Writer, spec Spec, opts ...Option) (*Writer, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
@@ -133,7 +135,7 @@ func (w *Writer) WriteFrame(parts ...[]byte) error {
 		return w.done(buf, m, err)
 	}
 	if !w.writev {
-		return w.writeStream(parts, f)
+		return w.writeStream(parts)
 	}
 	for size := w.startPieces(parts, f); w.nextPiece(size); {
 		if m, err := w.bufs.WriteTo(w.w); err != nil {
@@ -261,22 +263,19 @@ func (w *Writer) endPieces(err error, partial bool) error {
 	return nil
 }
 
-// writeStream writes a frame of f bytes to a writer that is not a socket,
-// in Writes of equal size, at most w.copyMax bytes each (see streamChunk).
+// writeStream writes a frame of more than w.copyMax bytes to a writer that
+// is not a socket, with several Writes (see streamChunk).
 //
 //go:noinline
-func (w *Writer) writeStream(parts [][]byte, f int) error {
+func (w *Writer) writeStream(parts [][]byte) error {
 	w.spliceVec(parts)
 	chunk := max(int(w.copyMax), 1)
-	k := (f + chunk - 1) / chunk
-	size := (f + k - 1) / k
 	var buf *[]byte
 	var err error
 	wrote := false
-	for rest, left := w.vecs, f; left > 0; {
+	for rest := w.vecs; len(rest) > 0; {
 		var p []byte
-		p, rest = w.nextChunk(rest, min(size, left), &buf)
-		left -= len(p)
+		p, rest = w.nextChunk(rest, chunk, &buf)
 		var m int
 		m, err = w.w.Write(p)
 		if err == nil && m < len(p) {
@@ -298,31 +297,28 @@ func (w *Writer) writeStream(parts [][]byte, f int) error {
 	return nil
 }
 
-// nextChunk returns the next n bytes of the slices rest, which hold at
-// least n, and what is left after them: a slice of the caller's memory if
-// they lie within one slice, and otherwise a copy in *buf, which it takes
-// from the pool (at least n bytes) if nil.
-func (w *Writer) nextChunk(rest [][]byte, n int, buf **[]byte) ([]byte, [][]byte) {
-	var p []byte
-	if len(rest[0]) >= n {
-		p, rest[0] = rest[0][:n], rest[0][n:]
-	} else {
-		if *buf == nil {
-			*buf = w.pool.Get(n)
-		}
-		p = (**buf)[:n]
-		for c := 0; c < n; {
-			k := copy(p[c:], rest[0])
-			c += k
-			if rest[0] = rest[0][k:]; len(rest[0]) == 0 {
-				rest = rest[1:]
-			}
+// nextChunk returns the next bytes of the slices rest to write, and what is
+// left after them: the first slice itself if it has chunk bytes or more or
+// is the last; otherwise a copy, in *buf, of up to chunk bytes of the
+// slices, the small ones whole and the start of a large one. It takes *buf
+// from the pool (chunk bytes) when it first needs it.
+func (w *Writer) nextChunk(rest [][]byte, chunk int, buf **[]byte) ([]byte, [][]byte) {
+	if len(rest[0]) >= chunk || len(rest) == 1 {
+		return rest[0], rest[1:]
+	}
+	if *buf == nil {
+		*buf = w.pool.Get(chunk)
+	}
+	p := (**buf)[:chunk]
+	n := 0
+	for n < chunk && len(rest) > 0 {
+		k := copy(p[n:], rest[0])
+		n += k
+		if rest[0] = rest[0][k:]; len(rest[0]) == 0 {
+			rest = rest[1:]
 		}
 	}
-	if len(rest) > 0 && len(rest[0]) == 0 {
-		rest = rest[1:]
-	}
-	return p, rest
+	return p[:n], rest
 }
 
 // writeErr records err, the error of a frame's write, unless it is a
