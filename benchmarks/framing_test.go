@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/readyconn/readyconn/benchmarks/internal/cputime"
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/framing"
 )
@@ -79,6 +80,7 @@ func BenchmarkFrameRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
+			ct := cputime.Start(b)
 			for range b.N {
 				f, err := r.ReadFrame()
 				if err != nil || f.Len() != size {
@@ -86,6 +88,7 @@ func BenchmarkFrameRead(b *testing.B) {
 				}
 				f.Release()
 			}
+			ct.Stop()
 			b.StopTimer()
 			r.Release()
 		}},
@@ -96,12 +99,14 @@ func BenchmarkFrameRead(b *testing.B) {
 			}
 			buf := make([]byte, 0, size)
 			b.ResetTimer()
+			ct := cputime.Start(b)
 			for range b.N {
 				buf, err = r.ReadFrameInto(buf)
 				if err != nil || len(buf) != size {
 					b.Fatal(err, len(buf))
 				}
 			}
+			ct.Stop()
 			b.StopTimer()
 			r.Release()
 		}},
@@ -110,6 +115,7 @@ func BenchmarkFrameRead(b *testing.B) {
 			var hdr [4]byte
 			buf := make([]byte, 0, size)
 			b.ResetTimer()
+			defer cputime.Start(b).Stop()
 			for range b.N {
 				if _, err := io.ReadFull(br, hdr[:]); err != nil {
 					b.Fatal(err)
@@ -219,6 +225,7 @@ func frWriteBench(b *testing.B, batched bool) {
 					}
 				}
 				b.ResetTimer()
+				ct := cputime.Start(b)
 				for range b.N {
 					if err := write(); err != nil {
 						b.Fatal(err)
@@ -229,6 +236,64 @@ func frWriteBench(b *testing.B, batched bool) {
 						b.Fatal(err)
 					}
 				}
+				ct.Stop()
+				b.StopTimer()
+				client.Close()
+				<-done
+				server.Close()
+			})
+		}
+	}
+}
+
+// frPlainWriter hides a connection's type, so that framing.Writer treats it
+// as any io.Writer (as it does a *tls.Conn or a bufio.Writer).
+type frPlainWriter struct{ w io.Writer }
+
+func (p frPlainWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+// BenchmarkFrameWriteLarge writes one large frame per call over TCP
+// loopback through a writer that is not a socket: framing.Writer against a
+// 32 KiB bufio.Writer with Write(header), Write(payload), Flush. 4 MiB is
+// above the default pool's largest class (1 MiB). B/op shows what a frame
+// costs in allocations.
+func BenchmarkFrameWriteLarge(b *testing.B) {
+	for _, impl := range []string{"framing", "bufio"} {
+		for _, size := range []int{256 << 10, 4 << 20} {
+			b.Run(fmt.Sprintf("impl=%s/size=%d", impl, size), func(b *testing.B) {
+				client, server := frTCPPair(b)
+				done := make(chan struct{})
+				go frDrain(server, done)
+				payload := make([]byte, size)
+				spec := frSpec
+				spec.MaxFrameSize = 8 << 20
+				b.SetBytes(int64(4 + size))
+				b.ReportAllocs()
+				var write func() error
+				if impl == "framing" {
+					w, err := framing.NewWriter(frPlainWriter{client}, spec)
+					if err != nil {
+						b.Fatal(err)
+					}
+					write = func() error { return w.WriteFrame(payload) }
+				} else {
+					bw := bufio.NewWriterSize(frPlainWriter{client}, 32<<10)
+					var hdr [4]byte
+					write = func() error {
+						binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
+						bw.Write(hdr[:])
+						bw.Write(payload)
+						return bw.Flush()
+					}
+				}
+				b.ResetTimer()
+				ct := cputime.Start(b)
+				for range b.N {
+					if err := write(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				ct.Stop()
 				b.StopTimer()
 				client.Close()
 				<-done

@@ -74,3 +74,22 @@ func BenchmarkReadFrameInMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriteFrameInMemory measures the per-frame cost of WriteFrame to
+// a writer that is not a socket (io.Discard), without system calls: one
+// Write from a pooled buffer up to 32 KiB, Writes of up to 32 KiB above.
+func BenchmarkWriteFrameInMemory(b *testing.B) {
+	for _, size := range []int{64, 1024, 64 << 10, 4 << 20} {
+		b.Run(fmt.Sprintf("framing/%d", size), func(b *testing.B) {
+			w, _ := NewWriter(io.Discard, Spec{LengthSize: 4, Strip: 4, MaxFrameSize: 8 << 20}, WithPool(bufferpool.Default()))
+			payload := make([]byte, size)
+			b.SetBytes(int64(4 + size))
+			b.ReportAllocs()
+			for range b.N {
+				if err := w.WriteFrame(payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -123,6 +123,9 @@ func FuzzReaderDifferential(f *testing.F) {
 	// Shared read buffers, frames held and released in reverse.
 	f.Add(cat(hx("000c"), hw, hx("0000"), hx("000c"), hw, hx("00")), uint8(0), uint8(1), uint8(0), int8(0), int8(2), uint16(0), uint8(8|16), []byte{20, 255}, uint16(64))
 	f.Add(cat(hx("0c000000"), hw, hx("0c000000"), hw), uint8(0), uint8(3), uint8(0), int8(0), int8(4), uint16(0), uint8(2|8|16), []byte{}, uint16(0))
+	// A Reset after the first frame, with it held, shared or not.
+	f.Add(cat(hx("000c"), hw, hx("000c"), hw, hx("00")), uint8(0), uint8(1), uint8(0), int8(0), int8(2), uint16(0), uint8(8|16|32), []byte{20, 255}, uint16(64))
+	f.Add(cat(hx("000c"), hw, hx("0003")), uint8(0), uint8(1), uint8(0), int8(0), int8(2), uint16(0), uint8(32), []byte{3}, uint16(64))
 	f.Fuzz(func(t *testing.T, data []byte, kind, size, offset uint8, adj, strip int8, maxFrame uint16, flags uint8, splits []byte, readSize uint16) {
 		spec, ok := fuzzSpec(kind, size, offset, adj, strip, maxFrame, flags)
 		if !ok {
@@ -140,6 +143,16 @@ func FuzzReaderDifferential(f *testing.F) {
 		// flags&16: frames are held until the end and released in reverse.
 		r.shareAll = flags&8 != 0
 		hold := flags&16 != 0
+		// flags&32: read one frame (kept until the end), then Reset the
+		// Reader onto the stream again from its start.
+		var pre Frame
+		if flags&32 != 0 {
+			pre, err = r.ReadFrame()
+			if err == nil {
+				require.True(t, len(want) > 0 && bytes.Equal(want[0], pre.Bytes()), "first frame")
+			}
+			r.Reset(&chunkConn{data: data, chunks: chunks})
+		}
 		var held []Frame
 		var got [][]byte
 		into := flags&4 != 0
@@ -164,6 +177,10 @@ func FuzzReaderDifferential(f *testing.F) {
 			}
 			got = append(got, slices.Clone(b))
 		}
+		if pre.Len() > 0 {
+			require.True(t, bytes.Equal(want[0], pre.Bytes()), "the frame from before the Reset intact")
+		}
+		pre.Release()
 		for i := len(held) - 1; i >= 0; i-- {
 			if i < len(got) {
 				require.True(t, bytes.Equal(got[i], held[i].Bytes()), "held frame %d intact", i)
@@ -204,10 +221,17 @@ func FuzzWriterReader(f *testing.F) {
 		pool := newDebugPool()
 		w, err := NewWriter(&stream, spec, WithPool(pool))
 		require.NoError(t, err)
+		// flags&8: vectored writes, and with flags&4 in pieces; otherwise
+		// with flags&4 streamed in Writes of at most flags>>4+1 bytes.
 		w.writev = flags&8 != 0
-		w.copyMax = 0
-		if flags&4 != 0 {
-			w.piece = int(flags>>4) + 1 // large frames in pieces
+		switch {
+		case w.writev:
+			w.copyMax = 0
+			if flags&4 != 0 {
+				w.piece = int32(flags>>4) + 1
+			}
+		case flags&4 != 0:
+			w.copyMax = int32(flags>>4) + 1
 		}
 		err = w.WriteFrame(parts...)
 		if err != nil {

@@ -12,9 +12,11 @@
 // that arrive in bulk are slices of the shared, reference-counted read buffer,
 // others get a right-sized pooled buffer of their own. A peer that announces a large frame and stalls costs
 // memory proportional to what it actually sent. A [Writer] writes the header
-// and the payload parts of a frame with one vectored write, and a
-// [BufferedWriter] batches small frames in a pooled buffer that it gives back
-// on Flush. Steady-state reading and writing allocate nothing.
+// and the payload parts of a frame with one vectored write on a socket, and
+// on any other writer with one Write, or for a large frame several, so that
+// a frame of any size needs at most a 32 KiB buffer; a [BufferedWriter]
+// batches small frames in a pooled buffer that it gives back on Flush.
+// Steady-state reading and writing allocate nothing.
 package framing
 
 import (
@@ -323,24 +325,27 @@ func NewReader(r io.Reader, spec Spec, opts ...Option) (*Reader, error) {
 	// from small frames: a reader goroutine that outgrows its initial
 	// 2 KiB stack once keeps the larger stack while it is parked (see
 	// [Reader.ReadFrame]).
-	if err := validate(&spec); err != nil {
+	rd, err := newReader(&spec, opts)
+	if err != nil {
 		return nil, err
 	}
-	o := buildOptions(opts)
-	rd := new(Reader)
-	rd.init(&spec, &o)
 	rd.rr = readyreader.New(r)
 	return rd, nil
 }
 
+// newReader returns a Reader for spec without its connection.
+//
 //go:noinline
-func validate(spec *Spec) error { return spec.Validate() }
-
-//go:noinline
-func (r *Reader) init(spec *Spec, o *options) {
+func newReader(spec *Spec, opts []Option) (*Reader, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	o := buildOptions(opts)
+	r := new(Reader)
 	r.spec = *spec
 	r.fast = newFastHeader(spec)
 	r.pool, r.readSize, r.debug = o.pool, o.readSize, isDebugPool(o.pool)
+	return r, nil
 }
 
 // ReadFrame returns the next frame. The caller owns it and must Release it;
@@ -471,9 +476,10 @@ func (r *Reader) ReadFrameInto(dst []byte) ([]byte, error) {
 }
 
 // Release returns the memory the Reader holds for bytes it has read but not
-// handed out, and makes later calls fail with ErrReleased. Use it when
-// abandoning a stream in the middle; a Reader that has returned an error, or
-// sits between frames with nothing read ahead, holds nothing.
+// handed out, and makes later calls fail with ErrReleased (until a
+// [Reader.Reset]). Use it when abandoning a stream in the middle; a Reader
+// that has returned an error, or sits between frames with nothing read
+// ahead, holds nothing.
 func (r *Reader) Release() {
 	r.drop()
 	r.err = ErrReleased
@@ -481,6 +487,23 @@ func (r *Reader) Release() {
 		chunks.Put(r.spare)
 		r.spare = nil
 	}
+}
+
+// Reset discards the bytes the Reader has read ahead and any frame it was
+// assembling, gives their memory back, clears its error (ErrReleased too),
+// and makes it read from rd, with its Spec and options, as a Reader from
+// NewReader(rd, ...) would: bufio.Reader.Reset for frames. Frames handed out
+// before Reset are not affected: each stays valid until its Release (a Frame
+// sharing a read buffer keeps that buffer until then). Like ReadFrame, Reset
+// must not run concurrently with another call on the Reader.
+//
+// Reset lets a pool of Readers serve connection after connection; with a rd
+// that is a readyreader.Reader it allocates nothing, with a socket it sets
+// up the socket's raw reads as NewReader does.
+func (r *Reader) Reset(rd io.Reader) {
+	r.drop()
+	r.empty, r.pending, r.err = 0, nil, nil
+	r.rr = readyreader.New(rd)
 }
 
 func (r *Reader) drop() {

@@ -15,35 +15,38 @@ import (
 	"time"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
 	"github.com/stretchr/testify/require"
 )
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	done := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		done <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	s := <-done
-	require.NotNil(t, s)
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+// readFrameFn is what the stack of a goroutine waiting in ReadFrame shows.
+const readFrameFn = "framing.(*Reader).ReadFrame"
 
-// waitParked gives a goroutine time to block in ReadFrame.
-func waitParked() { time.Sleep(50 * time.Millisecond) }
+// waitHolding waits until the goroutine reading frames has taken in the
+// bytes just sent to it and is parked in ReadFrame again, and returns the
+// pool bytes it holds then. The bytes are partial frames, so the reader
+// holds some memory once it has read them: until then, while InUseBytes is
+// 0, a parked reader may still be the one from before the bytes arrived.
+func waitHolding(t *testing.T, pool *bufferpool.Tiered) int64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if pool.Stats().InUseBytes > 0 && testnet.Parked(readFrameFn, "[IO wait") {
+			// Parked after taking the bytes in, and nothing more comes:
+			// what it holds is what it holds while idle.
+			return pool.Stats().InUseBytes
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader did not take in the bytes and park in %s", readFrameFn)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 var kafkaNoStrip = Spec{LengthSize: 4, Strip: 4, MaxFrameSize: 64 << 20}
 
 func TestTCPIdleHoldsNothing(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := testnet.TCPPair(t)
 	pool := bufferpool.NewTiered()
 	r, err := NewReader(server, kafkaNoStrip, WithPool(pool))
 	require.NoError(t, err)
@@ -67,12 +70,14 @@ func TestTCPIdleHoldsNothing(t *testing.T) {
 		}
 	}()
 
-	waitParked()
+	testnet.WaitParked(t, readFrameFn)
 	require.Zero(t, pool.Stats().InUseBytes, "parked before the first frame")
 
 	require.NoError(t, w.WriteFrame([]byte("hello")))
 	require.Equal(t, "hello", string((<-frames).b))
-	waitParked()
+	// The reader was running when it sent the frame: a parked reader is
+	// parked again.
+	testnet.WaitParked(t, readFrameFn)
 	require.Zero(t, pool.Stats().InUseBytes, "parked between frames")
 
 	// A 1 MiB frame announced, 100 bytes sent: the Reader holds memory for
@@ -84,12 +89,11 @@ func TestTCPIdleHoldsNothing(t *testing.T) {
 	hdr := binary.BigEndian.AppendUint32(nil, uint32(len(big)))
 	_, err = client.Write(append(hdr, big[:100]...))
 	require.NoError(t, err)
-	waitParked()
-	require.LessOrEqual(t, pool.Stats().InUseBytes, int64(pool.ClassSize(minChunk)), "partial frame")
+	require.LessOrEqual(t, waitHolding(t, pool), int64(pool.ClassSize(minChunk)), "partial frame")
 	_, err = client.Write(big[100:])
 	require.NoError(t, err)
 	require.Equal(t, big, (<-frames).b)
-	waitParked()
+	testnet.WaitParked(t, readFrameFn)
 	require.Zero(t, pool.Stats().InUseBytes, "parked after a large frame")
 
 	// Peer closes mid-frame.
@@ -101,7 +105,7 @@ func TestTCPIdleHoldsNothing(t *testing.T) {
 }
 
 func TestTCPPeerCloseBetweenFrames(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := testnet.TCPPair(t)
 	r, err := NewReader(server, GRPCMessage)
 	require.NoError(t, err)
 	w, err := NewWriter(client, GRPCMessage)
@@ -118,7 +122,7 @@ func TestTCPPeerCloseBetweenFrames(t *testing.T) {
 }
 
 func TestTCPPeerReset(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := testnet.TCPPair(t)
 	r, err := NewReader(server, GRPCMessage)
 	require.NoError(t, err)
 	_, err = client.Write(hx("00 00000010 0102"))
@@ -135,7 +139,7 @@ func TestTCPPeerReset(t *testing.T) {
 func TestTCPCloseWhileParked(t *testing.T) {
 	for _, partial := range []bool{false, true} {
 		t.Run(fmt.Sprint("partial=", partial), func(t *testing.T) {
-			client, server := tcpPair(t)
+			client, server := testnet.TCPPair(t)
 			pool := bufferpool.NewTiered()
 			r, err := NewReader(server, kafkaNoStrip, WithPool(pool))
 			require.NoError(t, err)
@@ -148,7 +152,12 @@ func TestTCPCloseWhileParked(t *testing.T) {
 				_, err := r.ReadFrame()
 				errc <- err
 			}()
-			waitParked()
+			// Any bytes were sent before ReadFrame started: it parks
+			// only once it has taken them in.
+			testnet.WaitParked(t, readFrameFn)
+			if partial {
+				require.Positive(t, pool.Stats().InUseBytes, "the partial frame")
+			}
 			require.NoError(t, server.Close())
 			select {
 			case err := <-errc:
@@ -162,7 +171,7 @@ func TestTCPCloseWhileParked(t *testing.T) {
 }
 
 func TestTCPDeadlines(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := testnet.TCPPair(t)
 	pool := bufferpool.NewTiered()
 	r, err := NewReader(server, kafkaNoStrip, WithPool(pool))
 	require.NoError(t, err)
@@ -209,7 +218,7 @@ func TestTCPConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, conns*(writers+1))
 	for c := range conns {
-		client, server := tcpPair(t)
+		client, server := testnet.TCPPair(t)
 		spec := []Spec{kafkaNoStrip, GRPCMessage, IggyRequest}[c%3]
 		var w interface{ WriteFrame(...[]byte) error }
 		var flush func() error // what the last write left buffered
@@ -342,7 +351,7 @@ func TestTCPWriterZeroAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under -race")
 	}
-	client, server := tcpPair(t)
+	client, server := testnet.TCPPair(t)
 	go io.Copy(io.Discard, server)
 	w, err := NewWriter(client, GRPCMessage)
 	require.NoError(t, err)

@@ -13,26 +13,36 @@ import (
 // Writer writes frames described by a Spec. It is safe for concurrent use:
 // each frame is written whole, and frames from concurrent calls do not
 // interleave. A frame goes out in one Write or one vectored write, except a
-// frame of 64 KiB or more on a *net.TCPConn, which goes out in vectored
-// writes of 32 to 64 KiB each (see NewWriter); other writers on the same
-// connection must then go through the Writer too.
+// large frame, which goes out in several (see NewWriter); other writers on
+// the same connection must then go through the Writer too.
 type Writer struct {
-	mu     sync.Mutex
-	w      io.Writer
-	spec   Spec
-	pool   bufferpool.Pool
-	writev bool
+	mu   sync.Mutex
+	w    io.Writer
+	spec Spec
+	pool bufferpool.Pool
+	// copyMax is the largest frame written with one Write from one pooled
+	// buffer, and without writev the size of the buffer a larger frame's
+	// small slices are coalesced in (smallFrame or streamChunk, see
+	// NewWriter; tests lower it).
+	copyMax int32
 	// piece is the size above which a frame goes out in several vectored
 	// writes of at least piece bytes (TCP only, see pieceSize); 0 for never.
-	piece int
-	// copyMax is the largest frame written by copying even when writev
-	// is on (smallFrame; tests lower it to exercise writev).
-	copyMax int
-	hdr     [16]byte
-	vec     [8][]byte
-	more    [][]byte
-	bufs    net.Buffers
-	err     error
+	piece int32
+	// pos is the first slice of vecs not yet written of a frame written in
+	// vectored pieces, to be replaced by cut if that is not nil; wrote is
+	// set once a piece has gone out (see nextPiece).
+	pos    int32
+	wrote  bool
+	writev bool
+	ln     uint8   // the length field is hdr[:ln] (set by begin)
+	hdr    [8]byte // the longest length field: 8 bytes, or a uvarint below maxMaxFrame
+	// vecs holds the slices of a frame written without copying it whole,
+	// made on the first such frame (so that an idle Writer that only ever
+	// wrote small frames is small) and reused.
+	vecs [][]byte
+	bufs net.Buffers
+	cut  []byte
+	err  error
 }
 
 // pieceSize is the size of the vectored writes a large frame on a TCP
@@ -44,6 +54,24 @@ type Writer struct {
 // save (see BenchmarkFrameWrite).
 const pieceSize = 32 << 10
 
+// smallFrame is the largest frame a Writer on a socket copies into one pooled
+// buffer and writes with one write(2) instead of a vectored write: for small
+// frames the copy costs less than the kernel's iovec handling, and the plain
+// write path is also far shallower on the goroutine's stack.
+const smallFrame = 4 << 10
+
+// streamChunk bounds the memory a Writer on a writer that is not a socket
+// (a *tls.Conn, a bufio.Writer) holds for a frame: a frame of up to
+// streamChunk bytes goes out in one Write from a pooled buffer of its size;
+// a larger one in several Writes that send each of the caller's slices of
+// streamChunk bytes or more from where it is, and coalesce the small ones
+// (the length field, headers) with the start of the next large one in one
+// pooled buffer of streamChunk bytes. (Copying every frame whole into one
+// buffer cost a fresh allocation per frame above the pool's largest class.)
+// 32 KiB is two TLS records, the BufferedWriter's default buffer and the TCP
+// piece size.
+const streamChunk = 32 << 10
+
 // NewWriter returns a Writer of frames described by spec to w. Spec.Strip
 // does not apply to writing. It fails only if spec is invalid.
 //
@@ -51,18 +79,23 @@ const pieceSize = 32 << 10
 // vectored write (writev) of the header and the caller's slices, without
 // copying; on *net.TCPConn a frame of 64 KiB or more is cut into several such
 // writes of 32 to 64 KiB, which loopback measurements show to be faster than
-// one. Smaller frames, and every frame to other writers, go out as one
-// Write, assembled in a buffer taken from the pool and returned right after
-// (an idle Writer owns no buffer).
+// one. Smaller frames go out as one Write, assembled in a buffer taken from
+// the pool and returned right after (an idle Writer owns no buffer).
+//
+// On any other writer a frame of up to 32 KiB goes out as one Write from a
+// pooled buffer, and a larger one as several Writes, of the caller's large
+// slices as they are and of the small ones coalesced in a 32 KiB buffer, so
+// that a frame of any size needs at most a 32 KiB buffer and allocates
+// nothing (see streamChunk).
 func NewWriter(w io.Writer, spec Spec, opts ...Option) (*Writer, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	o := buildOptions(opts)
-	fw := &Writer{w: w, spec: spec, pool: o.pool, copyMax: smallFrame}
+	fw := &Writer{w: w, spec: spec, pool: o.pool, copyMax: streamChunk}
 	switch w.(type) {
 	case *net.TCPConn, *net.UnixConn:
-		fw.writev = true
+		fw.writev, fw.copyMax = true, smallFrame
 	}
 	if _, ok := w.(*net.TCPConn); ok {
 		fw.piece = pieceSize
@@ -80,12 +113,46 @@ func NewWriter(w io.Writer, spec Spec, opts ...Option) (*Writer, error) {
 // A frame over Spec.MaxFrameSize, or whose length the field cannot represent,
 // is refused with ErrFrameTooLarge, and parts shorter than LengthOffset, or
 // giving a negative length, with ErrInvalidLength; nothing is written then.
-// A write error is sticky, except a timeout before any byte was written.
+// A write error is sticky, except a timeout before any byte was written. A
+// Write that reports fewer bytes than it was given and no error fails with
+// io.ErrShortWrite.
 func (w *Writer) WriteFrame(parts ...[]byte) error {
+	// Stack depth matters here: a goroutine that writes and then parks in
+	// a read keeps the larger stack a deep write made it grow (see
+	// Reader.ReadFrame). So the work around the system calls runs in
+	// functions that return before them (begin, assemble, done,
+	// startPieces, nextPiece), and the socket's writes are called from this
+	// frame.
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	f, err := w.begin(parts)
+	if err != nil {
+		return err
+	}
+	if f <= int(w.copyMax) {
+		buf := w.assemble(parts, f)
+		m, err := w.w.Write(*buf)
+		return w.done(buf, m, err)
+	}
+	if !w.writev {
+		return w.writeStream(parts)
+	}
+	for size := w.startPieces(parts, f); w.nextPiece(size); {
+		if m, err := w.bufs.WriteTo(w.w); err != nil {
+			return w.endPieces(err, m > 0)
+		}
+		w.wrote = true
+	}
+	return w.endPieces(nil, false)
+}
+
+// begin checks the Writer and the frame and puts the frame's length field in
+// w.hdr[:w.ln]. It returns the frame's size.
+//
+//go:noinline
+func (w *Writer) begin(parts [][]byte) (int, error) {
 	if w.err != nil {
-		return w.err
+		return 0, w.err
 	}
 	p := 0
 	for _, b := range parts {
@@ -93,107 +160,171 @@ func (w *Writer) WriteFrame(parts ...[]byte) error {
 	}
 	v, ln, err := w.spec.lengthValue(p)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	lf := w.hdr[:ln]
-	w.spec.putLength(lf, v)
-	// The splicing and the copy run in functions of their own, so that
-	// WriteFrame's frame stays small on the way down to the system call
-	// (stack depth matters to goroutines that park later: see
-	// Reader.ReadFrame).
-	var n int64
-	if f := p + ln; w.writev && f > w.copyMax {
-		vec := w.spliceVec(parts, lf)
-		if w.piece > 0 && f >= 2*w.piece {
-			n, err = w.writePieces(vec, f)
-		} else {
-			w.bufs = vec
-			n, err = w.bufs.WriteTo(w.w)
-			w.bufs = nil
-		}
-		clear(vec) // do not keep the caller's memory alive
-	} else {
-		n, err = w.writeCopy(parts, p, lf)
+	w.spec.putLength(w.hdr[:ln], v)
+	w.ln = uint8(ln)
+	return p + ln, nil
+}
+
+// assemble returns the frame, f bytes, in a buffer from the pool.
+//
+//go:noinline
+func (w *Writer) assemble(parts [][]byte, f int) *[]byte {
+	buf := w.pool.Get(f)
+	spliceCopy(*buf, parts, w.spec.LengthOffset, w.hdr[:w.ln])
+	return buf
+}
+
+// done finishes a frame written with one Write of buf, which returned m
+// and err.
+//
+//go:noinline
+func (w *Writer) done(buf *[]byte, m int, err error) error {
+	f := len(*buf)
+	w.pool.Put(buf)
+	if err == nil && m < f {
+		err = io.ErrShortWrite
 	}
 	if err != nil {
-		return w.writeErr(err, n)
+		return w.writeErr(err, m > 0)
 	}
 	return nil
 }
 
-// spliceVec returns lf and the parts as the slices of one vectored write.
-//
-//go:noinline
-func (w *Writer) spliceVec(parts [][]byte, lf []byte) [][]byte {
-	vec := w.vec[:0]
-	if len(parts)+2 > len(w.vec) {
-		vec = w.more[:0]
+// spliceVec sets w.vecs to the length field and the parts as the slices of
+// one vectored write.
+func (w *Writer) spliceVec(parts [][]byte) {
+	if w.vecs == nil {
+		w.vecs = make([][]byte, 0, max(8, len(parts)+2))
 	}
-	vec = splice(vec, parts, w.spec.LengthOffset, lf)
-	if cap(vec) > len(w.vec) {
-		w.more = vec
-	}
-	return vec
+	w.vecs = splice(w.vecs[:0], parts, w.spec.LengthOffset, w.hdr[:w.ln])
 }
 
-// smallFrame is the largest frame a Writer on a socket copies into one pooled
-// buffer and writes with one write(2) instead of a vectored write: for small
-// frames the copy costs less than the kernel's iovec handling, and the plain
-// write path is also far shallower on the goroutine's stack.
-const smallFrame = 4 << 10
-
-// writeCopy writes lf and the parts, p bytes, with one Write from a pooled
-// buffer.
-//
-//go:noinline
-func (w *Writer) writeCopy(parts [][]byte, p int, lf []byte) (int64, error) {
-	buf := w.pool.Get(p + len(lf))
-	spliceCopy(*buf, parts, w.spec.LengthOffset, lf)
-	m, err := w.w.Write(*buf)
-	w.pool.Put(buf)
-	return int64(m), err
+// release drops the Writer's references to the caller's slices.
+func (w *Writer) release() {
+	clear(w.vecs)
+	w.bufs, w.cut = nil, nil
 }
 
-// writePieces writes vec, f bytes in all, in f/w.piece vectored writes of
-// about equal size. It consumes vec.
+// startPieces prepares a frame of f bytes for nextPiece and returns the size
+// of its pieces: f, or on TCP about w.piece bytes for a large frame.
 //
 //go:noinline
-func (w *Writer) writePieces(vec [][]byte, f int) (int64, error) {
-	k := f / w.piece
-	size := (f + k - 1) / k
-	var n int64
-	for len(vec) > 0 {
-		// Take whole slices while they fit in size, then cut the next one.
-		i, left := 0, size
-		for i < len(vec) && len(vec[i]) <= left {
-			left -= len(vec[i])
-			i++
+func (w *Writer) startPieces(parts [][]byte, f int) int {
+	w.spliceVec(parts)
+	w.pos, w.cut, w.wrote = 0, nil, false
+	if p := int(w.piece); p > 0 && f >= 2*p {
+		k := f / p
+		return (f + k - 1) / k
+	}
+	return f
+}
+
+// nextPiece sets w.bufs to the next piece of the frame, size bytes or what
+// is left, and reports whether there was any. It takes whole slices while
+// they fit and cuts the next one, whose remainder (w.cut) leads the next
+// piece. (w.bufs.WriteTo consumes the slices it writes, so the remainder is
+// kept aside.)
+//
+//go:noinline
+func (w *Writer) nextPiece(size int) bool {
+	vec := w.vecs[w.pos:]
+	if len(vec) == 0 {
+		return false
+	}
+	if w.cut != nil {
+		vec[0], w.cut = w.cut, nil
+	}
+	i, left := 0, size
+	for i < len(vec) && len(vec[i]) <= left {
+		left -= len(vec[i])
+		i++
+	}
+	w.pos += int32(i)
+	if i < len(vec) && left > 0 {
+		w.cut = vec[i][left:]
+		vec[i] = vec[i][:left]
+		i++
+	}
+	w.bufs = vec[:i]
+	return true
+}
+
+// endPieces finishes a frame written in pieces; err is the error of the
+// last piece, which wrote some bytes if partial.
+//
+//go:noinline
+func (w *Writer) endPieces(err error, partial bool) error {
+	w.release()
+	if err != nil {
+		return w.writeErr(err, partial || w.wrote)
+	}
+	return nil
+}
+
+// writeStream writes a frame of more than w.copyMax bytes to a writer that
+// is not a socket, with several Writes (see streamChunk).
+//
+//go:noinline
+func (w *Writer) writeStream(parts [][]byte) error {
+	w.spliceVec(parts)
+	chunk := max(int(w.copyMax), 1)
+	var buf *[]byte
+	var err error
+	wrote := false
+	for rest := w.vecs; len(rest) > 0; {
+		var p []byte
+		p, rest = w.nextChunk(rest, chunk, &buf)
+		var m int
+		m, err = w.w.Write(p)
+		if err == nil && m < len(p) {
+			err = io.ErrShortWrite
 		}
-		var rest []byte
-		if i < len(vec) && left > 0 {
-			rest = vec[i][left:]
-			vec[i] = vec[i][:left]
-			i++
-		}
-		w.bufs = vec[:i]
-		m, err := w.bufs.WriteTo(w.w)
-		w.bufs = nil
-		n += m
 		if err != nil {
-			return n, err
+			wrote = wrote || m > 0
+			break
 		}
-		if rest != nil {
-			// The cut slice's remainder leads the next piece.
-			i--
-			vec[i] = rest
-		}
-		vec = vec[i:]
+		wrote = true
 	}
-	return n, nil
+	if buf != nil {
+		w.pool.Put(buf)
+	}
+	w.release()
+	if err != nil {
+		return w.writeErr(err, wrote)
+	}
+	return nil
 }
 
-func (w *Writer) writeErr(err error, n int64) error {
-	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+// nextChunk returns the next bytes of the slices rest to write, and what is
+// left after them: the first slice itself if it has chunk bytes or more or
+// is the last; otherwise a copy, in *buf, of up to chunk bytes of the
+// slices, the small ones whole and the start of a large one. It takes *buf
+// from the pool (chunk bytes) when it first needs it.
+func (w *Writer) nextChunk(rest [][]byte, chunk int, buf **[]byte) ([]byte, [][]byte) {
+	if len(rest[0]) >= chunk || len(rest) == 1 {
+		return rest[0], rest[1:]
+	}
+	if *buf == nil {
+		*buf = w.pool.Get(chunk)
+	}
+	p := (**buf)[:chunk]
+	n := 0
+	for n < chunk && len(rest) > 0 {
+		k := copy(p[n:], rest[0])
+		n += k
+		if rest[0] = rest[0][k:]; len(rest[0]) == 0 {
+			rest = rest[1:]
+		}
+	}
+	return p[:n], rest
+}
+
+// writeErr records err, the error of a frame's write, unless it is a
+// timeout before any byte went out.
+func (w *Writer) writeErr(err error, wrote bool) error {
+	if !wrote && errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
 	w.err = err
@@ -201,7 +332,7 @@ func (w *Writer) writeErr(err error, n int64) error {
 }
 
 // splice appends to vec the parts with lf inserted after the first off bytes,
-// splitting a part if needed.
+// splitting a part if needed. It appends no empty slice.
 func splice(vec [][]byte, parts [][]byte, off int, lf []byte) [][]byte {
 	pos := 0
 	done := false

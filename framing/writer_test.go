@@ -3,10 +3,14 @@ package framing
 import (
 	"bytes"
 	"errors"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
+	"runtime"
+	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/stretchr/testify/require"
@@ -211,12 +215,201 @@ func TestWriterPieces(t *testing.T) {
 		require.NoError(t, err)
 		w.writev = true
 		w.copyMax = 0
-		w.piece = piece
+		w.piece = int32(piece)
 		require.NoError(t, w.WriteFrame(parts...))
 		require.NoError(t, w.WriteFrame(parts...))
 		require.Equal(t, cat(want, want), vw.Bytes(), "piece %d", piece)
-		for _, v := range w.vec {
+		for _, v := range w.vecs[:cap(w.vecs)] {
 			require.Nil(t, v, "caller's memory kept")
 		}
+		require.Nil(t, w.bufs)
+		require.Nil(t, w.cut)
+	}
+}
+
+// recordWriter is a plain io.Writer (not a socket) that keeps what it is
+// given, or only its length and checksum when discard is set, and the size
+// of every Write, and whether it came straight from one of parts.
+type recordWriter struct {
+	discard bool
+	parts   [][]byte
+	buf     bytes.Buffer
+	n       int
+	crc     uint32
+	writes  []int
+	direct  []bool
+}
+
+// within reports whether p lies within one of parts.
+func within(p []byte, parts [][]byte) bool {
+	if len(p) == 0 {
+		return false
+	}
+	a := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
+	for _, q := range parts {
+		if len(q) == 0 {
+			continue
+		}
+		b := uintptr(unsafe.Pointer(unsafe.SliceData(q)))
+		if a >= b && a+uintptr(len(p)) <= b+uintptr(len(q)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *recordWriter) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, len(p))
+	r.direct = append(r.direct, within(p, r.parts))
+	r.n += len(p)
+	if r.discard {
+		r.crc = crc32.Update(r.crc, crc32.IEEETable, p)
+		return len(p), nil
+	}
+	return r.buf.Write(p)
+}
+
+// TestWriterStreamsLargeFramesWithoutAllocs writes frames far above the
+// pool's largest class through a writer that is not a socket: the small
+// parts go out coalesced with the start of the payload in one 32 KiB
+// pooled buffer, the rest of the payload from where it is, the bytes are
+// right, and a frame costs no allocation (before, each such frame was copied
+// whole into a fresh buffer of its size).
+func TestWriterStreamsLargeFramesWithoutAllocs(t *testing.T) {
+	const size = 16 << 20 // the default pool's largest class is 1 MiB
+	spec := Spec{LengthOffset: 1, LengthSize: 4, MaxFrameSize: 64 << 20}
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	// A type byte, a short header, and the payload in three slices.
+	parts := [][]byte{{0x42}, []byte("head"), payload[:100], payload[100 : 3<<20], payload[3<<20:]}
+	want := crc32.Update(crc32.ChecksumIEEE(hx("42 01000004")), crc32.IEEETable, []byte("head"))
+	want = crc32.Update(want, crc32.IEEETable, payload)
+
+	pool := bufferpool.NewTiered()
+	rw := &recordWriter{discard: true, parts: parts}
+	w, err := NewWriter(rw, spec, WithPool(pool))
+	require.NoError(t, err)
+	require.False(t, w.writev)
+	require.NoError(t, w.WriteFrame(parts...))
+	require.Equal(t, 1+4+4+size, rw.n)
+	require.Equal(t, want, rw.crc, "bytes on the wire")
+	require.Equal(t, []int{streamChunk, 3<<20 - 100 - (streamChunk - 109), size - 3<<20}, rw.writes)
+	require.Equal(t, []bool{false, true, true}, rw.direct)
+	require.Zero(t, pool.Stats().InUseBytes)
+	require.Equal(t, uint64(1), pool.Stats().Gets, "one 32 KiB buffer")
+
+	// Memory: bytes allocated per frame are bounded by one chunk (a pool
+	// refill), not the frame.
+	const runs = 5
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		rw.writes, rw.direct = rw.writes[:0], rw.direct[:0]
+		require.NoError(t, w.WriteFrame(parts...))
+	}
+	runtime.ReadMemStats(&after)
+	perFrame := (after.TotalAlloc - before.TotalAlloc) / runs
+	t.Logf("%d B allocated per %d MiB frame", perFrame, size>>20)
+	require.LessOrEqual(t, perFrame, uint64(streamChunk+4<<10))
+	if !raceEnabled {
+		require.Zero(t, testing.AllocsPerRun(runs, func() {
+			rw.writes, rw.direct = rw.writes[:0], rw.direct[:0]
+			if err := w.WriteFrame(parts...); err != nil {
+				panic(err)
+			}
+		}))
+	}
+}
+
+// TestWriterStreamPieces writes every fixture, twice, to a plain writer
+// with coalescing buffers of many sizes up to the frame's: the bytes are
+// the fixture's, every Write either comes straight from one of the parts
+// (or the length field) or is at most the buffer's size, and one buffer is
+// taken per frame at most.
+func TestWriterStreamPieces(t *testing.T) {
+	for _, fx := range fixtures() {
+		if fx.write == nil {
+			continue
+		}
+		f := len(fx.wire)
+		chunks := []int{1, 2, 3, 4, 5, 6, 7, 9, 11, 16, 24, f - 1, f, f + 1}
+		if f > 1024 {
+			chunks = []int{1000, 4097, f - 1, f, f + 1}
+		}
+		for _, chunk := range chunks {
+			if chunk < 1 {
+				continue
+			}
+			pool := newDebugPool()
+			rw := &recordWriter{}
+			w, err := NewWriter(rw, fx.spec, WithPool(pool))
+			require.NoError(t, err)
+			rw.parts = append(slices.Clone(fx.write), w.hdr[:]) // the length field too
+			w.copyMax = int32(chunk)
+			require.NoError(t, w.WriteFrame(fx.write...))
+			require.NoError(t, w.WriteFrame(fx.write...))
+			require.Equal(t, cat(fx.wire, fx.wire), rw.buf.Bytes(), "%s, chunk %d", fx.name, chunk)
+			for i, n := range rw.writes {
+				require.True(t, rw.direct[i] || n <= chunk, "%s, chunk %d: write %d of %d bytes", fx.name, chunk, i, n)
+			}
+			require.LessOrEqual(t, pool.Stats().Gets, uint64(2))
+			require.Zero(t, pool.Stats().InUseBytes)
+			for _, v := range w.vecs[:cap(w.vecs)] {
+				require.Nil(t, v, "caller's memory kept")
+			}
+		}
+	}
+}
+
+// shortWriter accepts at most n bytes per Write and reports no error.
+type shortWriter struct{ n int }
+
+func (s shortWriter) Write(p []byte) (int, error) { return min(len(p), s.n), nil }
+
+// TestWriterStreamErrors checks the errors of a frame written in pieces: a
+// timeout before the first byte is not sticky, any error after it is, and a
+// Write that stops short without an error is io.ErrShortWrite.
+func TestWriterStreamErrors(t *testing.T) {
+	boom := errors.New("boom")
+	frame := make([]byte, 100)
+	for _, tc := range []struct {
+		name   string
+		n      int // bytes the writer accepts before it fails
+		err    error
+		sticky bool
+	}{
+		{"timeout-before-any-byte", 0, os.ErrDeadlineExceeded, false},
+		{"timeout-in-first-piece", 3, os.ErrDeadlineExceeded, true},
+		{"timeout-after-first-piece", 40, os.ErrDeadlineExceeded, true},
+		{"error-before-any-byte", 0, boom, true},
+		{"error-in-third-piece", 70, boom, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := newDebugPool()
+			fw := &failWriter{n: tc.n, err: tc.err}
+			w, err := NewWriter(fw, Spec{LengthSize: 2}, WithPool(pool))
+			require.NoError(t, err)
+			w.copyMax = 34 // 102 bytes: three pieces of 34
+			require.ErrorIs(t, w.WriteFrame(frame[:50], frame[50:]), tc.err)
+			require.Equal(t, tc.n, fw.buf.Len())
+			require.Zero(t, pool.Stats().InUseBytes)
+			fw.n = 1000
+			if tc.sticky {
+				require.ErrorIs(t, w.WriteFrame(frame), tc.err)
+				require.Equal(t, tc.n, fw.buf.Len())
+			} else {
+				require.NoError(t, w.WriteFrame(frame))
+				require.Equal(t, cat(hx("0064"), frame), fw.buf.Bytes())
+			}
+		})
+	}
+	for _, copyMax := range []int32{streamChunk, 34} {
+		w, err := NewWriter(shortWriter{10}, Spec{LengthSize: 2})
+		require.NoError(t, err)
+		w.copyMax = copyMax
+		require.ErrorIs(t, w.WriteFrame(frame), io.ErrShortWrite)
+		require.ErrorIs(t, w.WriteFrame(frame), io.ErrShortWrite, "sticky")
 	}
 }
