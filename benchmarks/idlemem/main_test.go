@@ -417,6 +417,6 @@ func Example_unknownMode() {
 	code := run([]string{"-modes", "floor,epoll"}, os.Stdout, os.Stdout)
 	fmt.Println("exit status", code)
 	// Output:
-	// idlemem: unknown mode "epoll" (known modes: floor, bufio, readyreader, framing, tls, alts, grpc-plaintext, grpc-tls, grpc-readyconn)
+	// idlemem: unknown mode "epoll" (known modes: floor, bufio, readyreader, framing, tls, tlsconn, alts, grpc-plaintext, grpc-tls, grpc-readyconn)
 	// exit status 2
 }
