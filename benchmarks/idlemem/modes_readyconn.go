@@ -10,7 +10,6 @@ import (
 	"github.com/readyconn/readyconn/framing"
 	"github.com/readyconn/readyconn/integration/readygrpc"
 	"github.com/readyconn/readyconn/readyreader"
-	"google.golang.org/grpc/credentials"
 )
 
 // readyEnd is the readyconn counterpart of bufioEnd: a readyreader.Buffered
@@ -24,38 +23,43 @@ type readyEnd struct {
 
 func newReady(e *env, c net.Conn, _ bool) (endpoint, error) {
 	rr := readyreader.New(c)
-	return &readyEnd{rawEnd: rawEnd{c: c}, rr: rr, br: readyreader.NewBuffered(rr, 32<<10, e.pool)}, nil
+	return &readyEnd{rawEnd: rawEnd{c: c, msg: e.message}, rr: rr, br: readyreader.NewBuffered(rr, 32<<10, e.pool)}, nil
 }
 
 func (r *readyEnd) recv() error {
-	_, err := r.br.Discard(msgLen)
+	_, err := r.br.Discard(len(r.msg))
 	return err
 }
 
 // release gives back a buffer still holding unread bytes, if any.
 func (r *readyEnd) release() { r.br.Reset(r.rr) }
 
-// frameSpec is the framing mode's wire format: a 4-byte big-endian length
-// counting the payload, the most common layout there is.
-var frameSpec = framing.Spec{LengthSize: 4, MaxFrameSize: 1 << 20}
+// frameSpec is the framing mode's wire format for messages of msg bytes: a
+// 4-byte big-endian length counting the payload, the most common layout
+// there is.
+func frameSpec(msg int) framing.Spec {
+	return framing.Spec{LengthSize: 4, MaxFrameSize: max(1<<20, 4+msg)}
+}
 
 // framingEnd reads frames with a framing.Reader over the bare socket and
 // writes them with a framing.Writer, both on the mode's pool.
 type framingEnd struct {
-	r *framing.Reader
-	w *framing.Writer
+	r   *framing.Reader
+	w   *framing.Writer
+	msg []byte
 }
 
 func newFraming(e *env, c net.Conn, _ bool) (endpoint, error) {
-	r, err := framing.NewReader(c, frameSpec, framing.WithPool(e.pool))
+	spec := frameSpec(len(e.message))
+	r, err := framing.NewReader(c, spec, framing.WithPool(e.pool))
 	if err != nil {
 		return nil, err
 	}
-	w, err := framing.NewWriter(c, frameSpec, framing.WithPool(e.pool))
+	w, err := framing.NewWriter(c, spec, framing.WithPool(e.pool))
 	if err != nil {
 		return nil, err
 	}
-	return &framingEnd{r: r, w: w}, nil
+	return &framingEnd{r: r, w: w, msg: e.message}, nil
 }
 
 func (f *framingEnd) recv() error {
@@ -65,13 +69,13 @@ func (f *framingEnd) recv() error {
 	}
 	n := fr.Len()
 	fr.Release()
-	if n != frameSpec.LengthSize+msgLen {
-		return fmt.Errorf("frame of %d bytes, want %d", n, frameSpec.LengthSize+msgLen)
+	if want := 4 + len(f.msg); n != want {
+		return fmt.Errorf("frame of %d bytes, want %d", n, want)
 	}
 	return nil
 }
 
-func (f *framingEnd) send() error { return f.w.WriteFrame(message) }
+func (f *framingEnd) send() error { return f.w.WriteFrame(f.msg) }
 
 // release gives back anything the Reader still holds once the end stops.
 func (f *framingEnd) release() { f.r.Release() }
@@ -80,7 +84,8 @@ func (f *framingEnd) release() { f.r.Release() }
 // a small application buffer.
 type altsEnd struct {
 	c   *alts.Conn
-	buf [msgLen]byte
+	msg []byte
+	buf [appBufLen]byte
 }
 
 func newALTS(e *env, c net.Conn, client bool) (endpoint, error) {
@@ -101,33 +106,26 @@ func newALTS(e *env, c net.Conn, client bool) (endpoint, error) {
 	}
 	// The alts.Conn owns c; closing it also returns its buffers.
 	e.track(ac)
-	return &altsEnd{c: ac}, nil
+	return &altsEnd{c: ac, msg: e.message}, nil
 }
 
-func (a *altsEnd) recv() error {
-	for got := 0; got < msgLen; {
-		n, err := a.c.Read(a.buf[got:])
-		got += n
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (a *altsEnd) recv() error { return readN(a.c, a.buf[:], len(a.msg)) }
 
 func (a *altsEnd) send() error {
-	_, err := a.c.Write(message)
+	_, err := a.c.Write(a.msg)
 	return err
 }
 
 // grpcReadyconn is gRPC over readygrpc.NewCredentials: a TLS 1.3 handshake,
 // then ALTS records from package alts, whose connection gRPC reads through
 // ReadOnReady, on the mode's pool.
-func grpcReadyconn(e *env) (credentials.TransportCredentials, credentials.TransportCredentials, error) {
+func grpcReadyconn(e *env) (grpcSetup, error) {
 	cfg, err := e.tlsConfigs()
 	if err != nil {
-		return nil, nil, err
+		return grpcSetup{}, err
 	}
-	return readygrpc.NewCredentials(cfg.server, alts.WithPool(e.pool)),
-		readygrpc.NewCredentials(cfg.client, alts.WithPool(e.pool)), nil
+	return grpcSetup{
+		server: readygrpc.NewCredentials(cfg.server, alts.WithPool(e.pool)),
+		client: readygrpc.NewCredentials(cfg.client, alts.WithPool(e.pool)),
+	}, nil
 }
