@@ -89,9 +89,10 @@
 // a flat row means the cost is per connection and not an amortised constant.
 //
 // The default run (N = 2000, every mode, a 1 MiB burst through every gRPC
-// connection, scaling at N = 500, 1000, 2000) needs about 2 minutes of CPU,
-// most of it the bursts, and 4,100 open files; -burst 0 brings it back to
-// about 20 s.
+// connection, scaling at N = 500, 1000, 2000) needs about 2.5 minutes of CPU
+// (measured on a busy 2-core VM), most of it the bursts, and 4,100 open
+// files; -burst 0 brings it to about 40 s, and -burst 256KiB shows nearly
+// the same growth (grpc-tls: 230 against 233 KiB) in a quarter of the time.
 //
 // Adding a mode is one entry in the modes table (modes.go) plus its
 // endpoint constructor (an endFactory, for modes whose two ends read the
