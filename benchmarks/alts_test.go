@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/readyconn/readyconn/alts"
+	"github.com/readyconn/readyconn/benchmarks/internal/cputime"
 	"github.com/readyconn/readyconn/internal/testcert"
 	"github.com/readyconn/readyconn/internal/testnet"
 )
@@ -90,6 +91,7 @@ func BenchmarkSecureStream(b *testing.B) {
 				b.SetBytes(int64(size.n))
 				b.ReportAllocs()
 				b.ResetTimer()
+				defer cputime.Start(b).Stop()
 				go func() {
 					for range b.N {
 						if _, err := w.Write(msg); err != nil {
@@ -164,6 +166,7 @@ func BenchmarkSealOpen(b *testing.B) {
 			buf := make([]byte, size)
 			b.SetBytes(size)
 			b.ReportAllocs()
+			defer cputime.Start(b).Stop()
 			for b.Loop() {
 				if _, err := w.Write(msg); err != nil {
 					b.Fatal(err)
@@ -198,6 +201,7 @@ func BenchmarkSealOpen(b *testing.B) {
 			buf := make([]byte, size)
 			b.SetBytes(size)
 			b.ReportAllocs()
+			defer cputime.Start(b).Stop()
 			for b.Loop() {
 				nonce[0]++
 				frame = g.Seal(frame[:0], nonce, msg, nil)

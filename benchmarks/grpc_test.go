@@ -7,6 +7,10 @@ package benchmarks
 //
 //	go test -run '^$' -bench 'GRPC' -benchmem -count 6 ./benchmarks/ | tee grpc.txt
 //	benchstat -col /creds grpc.txt
+//
+// Each reports cpu-ns/op, the process CPU time per operation (both ends,
+// gRPC's goroutines, the garbage collector): the figure to compare on a
+// shared machine.
 
 import (
 	"context"
@@ -20,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/readyconn/readyconn/benchmarks/internal/cputime"
 	"github.com/readyconn/readyconn/integration/readygrpc"
 	"github.com/readyconn/readyconn/internal/testcert"
 )
@@ -112,6 +117,7 @@ func BenchmarkGRPCUnary(b *testing.B) {
 			b.SetParallelism(4)
 			b.ReportAllocs()
 			b.ResetTimer()
+			defer cputime.Start(b).Stop()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if _, err := client.UnaryCall(ctx, req); err != nil {
@@ -138,12 +144,14 @@ func BenchmarkGRPCStream1MiB(b *testing.B) {
 			b.SetBytes(1 << 20)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := cputime.Start(b)
 			for range b.N {
 				if err := st.Send(req); err != nil {
 					b.Fatal(err)
 				}
 			}
 			resp, err := st.CloseAndRecv()
+			cpu.Stop()
 			b.StopTimer()
 			if err != nil {
 				b.Fatal(err)

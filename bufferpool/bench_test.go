@@ -9,26 +9,40 @@ import (
 )
 
 // benchSizes are the request sizes of the Get/Put benchmarks: a small
-// message, a page, the classic 32 KiB read buffer, and a large frame.
-var benchSizes = []int{64, 4 << 10, 32 << 10, 256 << 10}
+// message, gRPC's smallest tier, a page, the classic 32 KiB read buffer, a
+// large frame and the largest default class.
+var benchSizes = []int{64, 256, 4 << 10, 32 << 10, 256 << 10, 1 << 20}
 
-// BenchmarkGetPut measures a warm Get followed by Put from all Ps at once,
-// the pattern of many connections each taking a buffer when bytes arrive.
+// BenchmarkGetPut measures a warm Get followed by Put, from one goroutine
+// (single) and from all Ps at once (parallel, the pattern of many
+// connections each taking a buffer when bytes arrive). The comparison with
+// gRPC's pools, with CPU time per operation, is in the benchmarks module
+// (BenchmarkPoolGetPut).
 func BenchmarkGetPut(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run("size="+strconv.Itoa(n), func(b *testing.B) {
-			p := bufferpool.NewTiered()
-			warm(p, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					buf := p.Get(n)
-					(*buf)[0] = 1
-					p.Put(buf)
+	for _, run := range []string{"single", "parallel"} {
+		for _, n := range benchSizes {
+			b.Run("run="+run+"/size="+strconv.Itoa(n), func(b *testing.B) {
+				p := bufferpool.NewTiered()
+				warm(p, n)
+				b.ReportAllocs()
+				b.ResetTimer()
+				if run == "single" {
+					for range b.N {
+						buf := p.Get(n)
+						(*buf)[0] = 1
+						p.Put(buf)
+					}
+					return
 				}
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						buf := p.Get(n)
+						(*buf)[0] = 1
+						p.Put(buf)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -26,7 +26,7 @@ func BenchmarkIdle(b *testing.B) {
 			for b.Loop() {
 				var stderr bytes.Buffer
 				var err error
-				if r, err = measureInChild(m.name, benchN, &stderr); err != nil {
+				if r, err = measureInChild(childRequest{Mode: m.name, N: benchN, Options: defaultOptions}, true, &stderr); err != nil {
 					b.Fatalf("%v\n%s", err, stderr.String())
 				}
 			}

@@ -13,10 +13,28 @@ import (
 	"github.com/readyconn/readyconn/bufferpool"
 )
 
-// msgLen is the size of the one message each side of a connection receives
-// before it goes idle. It is small on purpose: the point is to make every
-// lazily allocated buffer exist, not to move data.
-const msgLen = 64
+// appBufLen is the size of the application buffer that the tls and alts
+// modes read into, and of the floor's on-stack read buffer.
+const appBufLen = 64
+
+// options are the settings of a measurement that apply to every mode.
+type options struct {
+	// Msg is the size of the one message each side of a pair mode
+	// receives before it goes idle. The default is small on purpose: the
+	// point is to make every lazily allocated buffer exist, not to move
+	// data; a large one shows which buffers grow with traffic and stay.
+	Msg int `json:"msg_bytes"`
+	// Burst is the number of bytes every gRPC connection carries each way
+	// after the first measurement and before the second (0: no second
+	// measurement).
+	Burst int `json:"burst_bytes"`
+	// SetupOnReader runs each end's handshake and sends on the goroutine
+	// that then reads and parks, instead of on a goroutine of their own.
+	SetupOnReader bool `json:"setup_on_reader"`
+}
+
+// defaultOptions are the options of a plain run.
+var defaultOptions = options{Msg: 100, Burst: 1 << 20}
 
 // openTimeout bounds how long one mode may take to open its connections.
 const openTimeout = 3 * time.Minute
@@ -25,8 +43,15 @@ const openTimeout = 3 * time.Minute
 // to open, the mode's own pool, and the bookkeeping that lets measure close
 // everything the mode created and wait for every goroutine it started.
 type env struct {
-	n    int
-	pool *bufferpool.Tiered
+	n       int
+	pool    *bufferpool.Tiered
+	opts    options
+	message []byte // what every side of a pair mode sends
+
+	// burst, set by modes that can carry traffic after the first
+	// measurement (gRPC), sends opts.Burst bytes each way through every
+	// connection and returns once they are idle again.
+	burst func() error
 
 	// opened is the number of connections (pairs) that finished their
 	// message exchange; the progress display reads it.
@@ -45,8 +70,8 @@ type env struct {
 	tlsErr  error
 }
 
-func newEnv(n int, pool *bufferpool.Tiered) *env {
-	return &env{n: n, pool: pool, failed: make(chan struct{})}
+func newEnv(n int, pool *bufferpool.Tiered, opts options) *env {
+	return &env{n: n, pool: pool, opts: opts, message: newMessage(opts.Msg), failed: make(chan struct{})}
 }
 
 // onClose registers f to run when the mode is torn down. Closers run in
@@ -155,23 +180,30 @@ func (e *env) runWorkers(open func(i int) error) error {
 }
 
 // endpoint is one side of a symmetric connection in the modes where client
-// and server run the same reader: recv blocks until one message has arrived
-// and consumes it; send writes one message.
+// and server run the same reader: recv blocks until one message (env.opts.Msg
+// bytes) has arrived and consumes it; send writes one message.
 type endpoint interface {
 	recv() error
 	send() error
 }
 
 // endFactory wraps one side of a fresh TCP connection, doing any handshake
-// the mode needs. It runs in that side's own goroutine.
+// the mode needs. It runs on that side's setup goroutine.
 type endFactory func(e *env, c net.Conn, client bool) (endpoint, error)
 
 // openPairs opens e.n TCP loopback connections and gives each side an
-// endpoint made by newEnd, each in a goroutine of its own. The client sends
-// one message; the server receives it and answers; the client receives the
-// answer. Then both sides call recv again and stay blocked there until
-// tear-down closes the connection. openPairs returns once every side of
-// every connection has finished its exchange.
+// endpoint made by newEnd. The client sends one message; the server receives
+// it and answers; the client receives the answer. Then both sides call recv
+// again and stay blocked there until tear-down closes the connection.
+// openPairs returns once every side of every connection has finished its
+// exchange.
+//
+// Each side has a reader goroutine that only reads: it calls recv in a loop
+// and does nothing else, so that its stack holds what the read path needs
+// and no more. The handshake (newEnd) and the sends run on the side's setup
+// goroutine, which ends after the exchange. With opts.SetupOnReader one
+// goroutine per side does all of it, the way many programs are written;
+// what that costs the parked stack is in the package documentation.
 func (e *env) openPairs(newEnd endFactory) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -187,44 +219,9 @@ func (e *env) openPairs(newEnd endFactory) error {
 			close(allServersReady)
 		}
 	}
-
-	// runEnd drives one side. ready is called once, after the side's
-	// exchange is complete and just before it blocks for good.
-	runEnd := func(c net.Conn, client bool, ready func()) {
-		ep, err := newEnd(e, c, client)
-		if err != nil {
-			e.fail(fmt.Errorf("%s handshake: %w", sideName(client), err))
-			return
-		}
-		if client {
-			if err := ep.send(); err != nil {
-				e.fail(fmt.Errorf("client send: %w", err))
-				return
-			}
-		}
-		if r, ok := ep.(interface{ release() }); ok {
-			defer r.release()
-		}
-		first := true
-		for {
-			if err := ep.recv(); err != nil {
-				if first {
-					e.fail(fmt.Errorf("%s receive: %w", sideName(client), err))
-				}
-				return
-			}
-			if !first {
-				continue
-			}
-			first = false
-			if !client {
-				if err := ep.send(); err != nil {
-					e.fail(fmt.Errorf("server send: %w", err))
-					return
-				}
-			}
-			ready()
-		}
+	runEnd := e.runEnd
+	if e.opts.SetupOnReader {
+		runEnd = e.runEndOnReader
 	}
 
 	e.spawn(func() {
@@ -239,7 +236,7 @@ func (e *env) openPairs(newEnd endFactory) error {
 				return
 			}
 			e.track(s)
-			e.spawn(func() { runEnd(s, false, serverReady) })
+			e.spawn(func() { runEnd(newEnd, s, false, serverReady) })
 		}
 		lnClosed()
 	})
@@ -252,7 +249,7 @@ func (e *env) openPairs(newEnd endFactory) error {
 		}
 		e.track(c)
 		done := make(chan struct{})
-		e.spawn(func() { runEnd(c, true, func() { close(done) }) })
+		e.spawn(func() { runEnd(newEnd, c, true, func() { close(done) }) })
 		select {
 		case <-done:
 			e.connOpened()
@@ -274,6 +271,86 @@ func (e *env) openPairs(newEnd endFactory) error {
 	}
 }
 
+// runEnd is one side's setup goroutine: it makes the endpoint, starts the
+// side's reader goroutine, sends (the client first, the server once the
+// request arrived), and calls ready once the side's exchange is complete.
+func (e *env) runEnd(newEnd endFactory, c net.Conn, client bool, ready func()) {
+	ep, err := newEnd(e, c, client)
+	if err != nil {
+		e.fail(fmt.Errorf("%s handshake: %w", sideName(client), err))
+		return
+	}
+	first := make(chan error, 1)
+	e.spawn(func() { readLoop(ep, first) })
+	if client {
+		if err := ep.send(); err != nil {
+			e.fail(fmt.Errorf("client send: %w", err))
+			return
+		}
+	}
+	select {
+	case err = <-first:
+	case <-e.failed:
+		return
+	}
+	if err != nil {
+		e.fail(fmt.Errorf("%s receive: %w", sideName(client), err))
+		return
+	}
+	if !client {
+		if err := ep.send(); err != nil {
+			e.fail(fmt.Errorf("server send: %w", err))
+			return
+		}
+	}
+	ready()
+}
+
+// readLoop is a side's reader goroutine: it reports the result of the first
+// recv on first and then keeps reading until the connection is closed.
+func readLoop(ep endpoint, first chan<- error) {
+	if r, ok := ep.(interface{ release() }); ok {
+		defer r.release()
+	}
+	err := ep.recv()
+	first <- err
+	for err == nil {
+		err = ep.recv()
+	}
+}
+
+// runEndOnReader is runEnd and readLoop on one goroutine: handshake, sends
+// and reads all happen on the goroutine that then parks in recv.
+func (e *env) runEndOnReader(newEnd endFactory, c net.Conn, client bool, ready func()) {
+	ep, err := newEnd(e, c, client)
+	if err != nil {
+		e.fail(fmt.Errorf("%s handshake: %w", sideName(client), err))
+		return
+	}
+	if client {
+		if err := ep.send(); err != nil {
+			e.fail(fmt.Errorf("client send: %w", err))
+			return
+		}
+	}
+	if r, ok := ep.(interface{ release() }); ok {
+		defer r.release()
+	}
+	if err := ep.recv(); err != nil {
+		e.fail(fmt.Errorf("%s receive: %w", sideName(client), err))
+		return
+	}
+	if !client {
+		if err := ep.send(); err != nil {
+			e.fail(fmt.Errorf("server send: %w", err))
+			return
+		}
+	}
+	ready()
+	for ep.recv() == nil {
+	}
+}
+
 func sideName(client bool) string {
 	if client {
 		return "client"
@@ -281,11 +358,31 @@ func sideName(client bool) string {
 	return "server"
 }
 
-// message is what every side sends.
-var message = func() []byte {
-	b := make([]byte, msgLen)
+// newMessage returns the message every side of a pair mode sends: n bytes
+// of a recognisable pattern.
+func newMessage(n int) []byte {
+	b := make([]byte, n)
 	for i := range b {
 		b[i] = byte('a' + i%26)
 	}
 	return b
-}()
+}
+
+// readN reads exactly n bytes from r into buf, a part at a time, so that
+// the reader holds no buffer larger than buf whatever n is.
+func readN(r io.Reader, buf []byte, n int) error {
+	for got := 0; got < n; {
+		k, err := r.Read(buf[:min(n-got, len(buf))])
+		got += k
+		if err != nil {
+			if got == n {
+				return nil
+			}
+			if err == io.EOF && got > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}

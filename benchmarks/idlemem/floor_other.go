@@ -41,7 +41,7 @@ func (f *floorEnd) recv() error {
 // readMessage is kept out of recv so that its buffer does not live while
 // recv waits.
 func (f *floorEnd) readMessage() error {
-	b := make([]byte, msgLen)
+	b := make([]byte, len(f.msg))
 	_, err := io.ReadFull(f.c, b)
 	return err
 }

@@ -5,7 +5,8 @@
 // and readyconn's layers.
 //
 // For each mode it opens N connections over TCP loopback, client and server
-// in the same process, exchanges one message on each so that every lazily
+// in the same process, exchanges one message on each (-msg bytes each way,
+// 100 B by default; for gRPC one health-check RPC) so that every lazily
 // allocated buffer exists, and leaves a reader blocked on every end. Then it
 // collects garbage twice and reports, per connection, the Go heap and the
 // goroutine stacks in use (runtime.MemStats HeapInuse and StackInuse, as the
@@ -15,22 +16,93 @@
 // ends: the client side and the server side (for gRPC, a ClientConn and its
 // server transport).
 //
+// # Isolation and the goroutine start size
+//
 // Each mode runs in a fresh child process (the same executable, re-run), so
 // that no mode inherits another's goroutine structures, stack caches or heap
 // spans: the Go runtime never frees a goroutine's descriptor and keeps
 // free stacks and spans for reuse, so the modes measured after the first
 // would look cheaper than they are in one process. -inprocess turns that off.
 //
+// Go also sizes new goroutines' stacks from the average stack the last
+// collection saw (/gc/stack/starting-size:bytes): after a burst of TLS
+// handshakes new goroutines start with 4 or 8 KiB, and the same code then
+// measured 0.42x or 0.57x of crypto/tls depending on what ran before it in
+// the process. So each child runs with GODEBUG=adaptivestackstart=0 (added
+// to any GODEBUG already set): every goroutine starts with 2 KiB and grows
+// only as far as its own work takes it. The "start B" column shows the start
+// size each measurement saw; -adaptive-stack leaves the runtime's default on
+// (measured here it changes the tls and alts rows' start size to 4096 and
+// none of the figures).
+//
+// # What the goroutines do
+//
+// Each end of a non-gRPC mode has a reader goroutine that only reads: it
+// calls the mode's read in a loop and does nothing else, so its stack holds
+// what the read path needs. The handshake and the sends run on a setup
+// goroutine of their own, which ends once the exchange is done. The
+// goroutines column is therefore 2 for those modes (a reader per end). A
+// gRPC client+server pair runs 8: on the client the HTTP/2 reader, the
+// loopy writer and three callback serializers of the ClientConn (resolver,
+// balancer, connectivity state); on the server the transport's reader, its
+// loopy writer and its keepalive goroutine. Their number and their stacks
+// are gRPC's, not the mode's.
+//
+// -setup-on-reader runs the handshake and the sends on the reader goroutine
+// instead, as many programs are written. A goroutine's stack grows to the
+// deepest call it makes and, when it parks, shrinks by half at a collection
+// only while what it uses is under a quarter of it; a parked read path uses
+// too much for that, so the stack a handshake grew stays for as long as the
+// connection is idle, however many collections run (measured with 2, 4 and 8
+// collections: the same figures). Measured (N = 2000, KiB per pair, stack
+// part in parentheses, reader-only vs -setup-on-reader): floor 6.3 (4.0) vs
+// 6.2 (4.1); readyreader 7.0 (4.1) vs 8.9 (6.1); framing 8.3 (4.0) vs 12.1
+// (8.0); tls 26.5 (8.1) vs 35.7 (16.1); alts 15.3 (8.1) vs 15.6 (8.0). A
+// server that parks its readers on the goroutine that did the handshake
+// pays that difference per connection; one that reads on a goroutine of its
+// own does not.
+//
+// # Traffic: -msg and -burst
+//
+// -msg sets the size of the exchange in the non-gRPC modes (e.g. -msg
+// 64KiB): buffers that grow with traffic and never shrink show up then
+// (crypto/tls: 26.5 KiB per pair after 100 B, 71.1 after 64 KiB; readyconn's
+// modes: unchanged). The floor, tls and alts ends read through a 64-byte
+// application buffer whatever the size.
+//
+// gRPC modes are measured twice: after the one health-check RPC, and again
+// after a burst of -burst bytes each way (1 MiB by default, 0 to skip) on
+// every connection, one FullDuplexCall of the interop TestService
+// (google.golang.org/grpc/interop/grpc_testing) in 64 KiB messages, each
+// answered before the next is sent. Long-lived connections see bursts, and
+// buffers that grow with them and stay (crypto/tls's record buffers) appear
+// in the "burst" columns. The scaling table shows the first measurement only.
+//
+// # Progress and output
+//
+// Progress goes to stderr (-q silences it): a line before each measurement,
+// "[k/n] mode N=…" with what follows it, and a line with its result after;
+// on a terminal a live count of open connections in between. The tables (or
+// -json) go to stdout.
+//
 // It also measures how the cost per connection changes with N (-scaling);
 // a flat row means the cost is per connection and not an amortised constant.
 //
-// The default run (N = 2000, every mode, scaling at N = 500, 1000, 2000)
-// needs about 20 s of CPU and 4,100 open files; it ends well within a minute
-// on two idle cores.
+// The default run (N = 2000, every mode, a 1 MiB burst through every gRPC
+// connection, scaling at N = 500, 1000, 2000) needs about 2.5 minutes of CPU
+// (measured on a busy 2-core VM), most of it the bursts, and 4,100 open
+// files; -burst 0 brings it to about 40 s, and -burst 256KiB shows nearly
+// the same growth (grpc-tls: 230 against 233 KiB) in a quarter of the time.
+//
+// Adding a mode is one entry in the modes table (modes.go) plus its
+// endpoint constructor (an endFactory, for modes whose two ends read the
+// same way) or its gRPC setup (a grpcMode: credentials, server and dial
+// options, a listener wrapper).
 //
 // Usage:
 //
-//	go run ./benchmarks/idlemem [-n 2000] [-modes floor,bufio,…] [-json]
+//	go run ./benchmarks/idlemem [-n 2000] [-modes floor,bufio,…] [-msg 100]
+//		[-burst 1MiB] [-setup-on-reader] [-adaptive-stack] [-json] [-q]
 //		[-svg FILE] [-png FILE] [-scaling 500,1000,2000] [-scaling-modes …] [-inprocess]
 //
 // The exit status is 0 when every measurement succeeded, 1 when one failed
@@ -56,6 +128,10 @@ import (
 // childEnv carries a child request from the parent process to its child.
 const childEnv = "IDLEMEM_CHILD"
 
+// pinStackStart is the GODEBUG setting each child runs with unless
+// -adaptive-stack is given.
+const pinStackStart = "adaptivestackstart=0"
+
 // spareFDs is the number of file descriptors kept free beyond the
 // connections: stdio, listeners, the runtime's poller, gRPC internals.
 const spareFDs = 64
@@ -64,21 +140,33 @@ const spareFDs = 64
 var defaultScalingModes = []string{"floor", "bufio", "readyreader", "grpc-plaintext", "grpc-readyconn"}
 
 type config struct {
-	n            int
-	modes        []string
-	json         bool
-	svg, png     string
-	scaling      []int
-	scalingModes []string
-	inProcess    bool
+	n             int
+	modes         []string
+	opts          options
+	json          bool
+	svg, png      string
+	scaling       []int
+	scalingModes  []string
+	inProcess     bool
+	adaptiveStack bool
+	quiet         bool
 }
 
 // childRequest is what the parent asks a child process to measure.
 type childRequest struct {
-	Mode     string `json:"mode"`
-	N        int    `json:"n"`
-	Progress bool   `json:"progress"`
+	Mode     string  `json:"mode"`
+	N        int     `json:"n"`
+	Options  options `json:"options"`
+	Progress string  `json:"progress,omitempty"` // prefix of the live progress line; none if empty
 }
+
+// job is one measurement: a mode at one N.
+type job struct {
+	mode string
+	n    int
+}
+
+func (j job) String() string { return fmt.Sprintf("%s N=%d", j.mode, j.n) }
 
 func main() {
 	if req := os.Getenv(childEnv); req != "" {
@@ -103,17 +191,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "idlemem: %v\n", err)
 		return 2
 	}
+	live := !cfg.quiet && isTerminal(os.Stderr) && stderr == io.Writer(os.Stderr)
 
-	measureOne := func(name string, n int) (result, error) {
+	measureOne := func(j job, label string) (result, error) {
 		if cfg.inProcess {
-			m, _ := findMode(name)
+			m, _ := findMode(j.mode)
 			var progress func(func() int64) func()
-			if isTerminal(os.Stderr) && stderr == io.Writer(os.Stderr) {
-				progress = progressTo(stderr, name, n)
+			if live {
+				progress = progressTo(stderr, label, j.n)
 			}
-			return measure(m, n, progress)
+			opts := cfg.opts
+			if j.n != cfg.n {
+				opts.Burst = 0 // the scaling table shows the first measurement only
+			}
+			return measure(m, j.n, opts, progress)
 		}
-		return measureInChild(name, n, stderr)
+		opts := cfg.opts
+		if j.n != cfg.n {
+			opts.Burst = 0 // the scaling table shows the first measurement only
+		}
+		req := childRequest{Mode: j.mode, N: j.n, Options: opts}
+		if live {
+			req.Progress = label
+		}
+		return measureInChild(req, !cfg.adaptiveStack, stderr)
 	}
 
 	rep := report{
@@ -124,37 +225,59 @@ func run(args []string, stdout, stderr io.Writer) int {
 		N:         cfg.n,
 		Date:      time.Now().UTC().Format(time.RFC3339),
 		Isolation: "one child process per mode and N",
+		Options:   cfg.opts,
+		StackStart: "pinned: each child runs with GODEBUG=" + pinStackStart +
+			", so every goroutine starts with a 2 KiB stack whatever ran before it",
 	}
 	if cfg.inProcess {
 		rep.Isolation = "all modes in one process"
+		rep.StackStart = "adaptive (-inprocess cannot pin it): new goroutines start at the average stack size the last collection saw"
+	} else if cfg.adaptiveStack {
+		rep.StackStart = "adaptive (-adaptive-stack): new goroutines start at the average stack size the last collection saw"
+	}
+
+	// The plan: every mode at N, then the other points of the scaling
+	// table.
+	var plan []job
+	for _, name := range cfg.modes {
+		plan = append(plan, job{name, cfg.n})
+	}
+	for _, name := range cfg.scalingModes {
+		for _, n := range cfg.scaling {
+			if n != cfg.n {
+				plan = append(plan, job{name, n})
+			}
+		}
 	}
 	failed := false
-	for _, name := range cfg.modes {
-		r, err := measureOne(name, cfg.n)
+	results := map[job]result{}
+	for k, j := range plan {
+		label := fmt.Sprintf("[%d/%d]", k+1, len(plan))
+		if !cfg.quiet {
+			fmt.Fprintf(stderr, "idlemem: %s %s%s\n", label, j, followedBy(plan[k+1:]))
+		}
+		r, err := measureOne(j, label)
 		if err != nil {
 			fmt.Fprintf(stderr, "idlemem: %v\n", err)
 			rep.Errors = append(rep.Errors, err.Error())
 			failed = true
 			continue
 		}
-		rep.Results = append(rep.Results, r)
+		results[j] = r
+		if j.n == cfg.n {
+			rep.Results = append(rep.Results, r)
+			rep.setRatios()
+		}
+		if !cfg.quiet {
+			fmt.Fprintf(stderr, "idlemem: %s %s: %s\n", label, j, rep.summary(r))
+		}
 	}
-	rep.setRatios()
-
 	for _, name := range cfg.scalingModes {
 		s := scalingRow{Mode: name}
 		for _, n := range cfg.scaling {
-			var r result
-			var err error
-			if i := rep.find(name); n == cfg.n && i >= 0 {
-				r = rep.Results[i]
-			} else if n == cfg.n {
-				continue // the main run of this mode failed and was reported
-			} else if r, err = measureOne(name, n); err != nil {
-				fmt.Fprintf(stderr, "idlemem: %v\n", err)
-				rep.Errors = append(rep.Errors, err.Error())
-				failed = true
-				continue
+			r, ok := results[job{name, n}]
+			if !ok {
+				continue // failed and reported
 			}
 			s.Points = append(s.Points, scalingPoint{N: n, TotalPerConn: r.TotalPerConn, HeapPerConn: r.HeapPerConn, StackPerConn: r.StackPerConn})
 		}
@@ -193,11 +316,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// followedBy describes what comes after the current measurement.
+func followedBy(rest []job) string {
+	switch len(rest) {
+	case 0:
+		return " (last)"
+	case 1:
+		return fmt.Sprintf(" (then %s)", rest[0])
+	default:
+		return fmt.Sprintf(" (then %s and %d more)", rest[0], len(rest)-1)
+	}
+}
+
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("idlemem", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 2000, "connections to open per mode (each uses 2 file descriptors)")
 	modesFlag := fs.String("modes", strings.Join(modeNames(), ","), "comma-separated modes to measure; floor is always measured, as the reference for ratios")
+	msg := fs.String("msg", formatSize(defaultOptions.Msg), "size of the message each side of the non-gRPC modes receives before going idle (e.g. 100, 64KiB)")
+	burst := fs.String("burst", formatSize(defaultOptions.Burst), "bytes each gRPC connection carries each way (one FullDuplexCall in 64 KiB messages) before a second measurement; 0 to skip it")
+	setupOnReader := fs.Bool("setup-on-reader", false, "run each end's handshake and sends on its reader goroutine instead of a goroutine of their own (non-gRPC modes)")
 	jsonOut := fs.Bool("json", false, "write machine-readable results to stdout instead of the tables")
 	svg := fs.String("svg", "", "write a bar chart of KiB per connection per mode to this SVG file")
 	png := fs.String("png", "", "write the same bar chart as a PNG image to this file")
@@ -210,6 +348,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	scalingModes := fs.String("scaling-modes", strings.Join(defScaling, ","), "modes the scaling table covers (those not in -modes are skipped)")
 	inProcess := fs.Bool("inprocess", false, "measure every mode in this process instead of a fresh child process each (less accurate)")
+	adaptive := fs.Bool("adaptive-stack", false, "leave Go's adaptive goroutine start size on in the child processes (default: GODEBUG="+pinStackStart+" there)")
+	quiet := fs.Bool("q", false, "print no progress lines on stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: idlemem [flags]\n\nMeasures idle memory per connection for each mode. Modes:\n")
 		for _, m := range modes {
@@ -224,10 +364,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	cfg := config{n: *n, json: *jsonOut, svg: *svg, png: *png, inProcess: *inProcess}
+	cfg := config{n: *n, json: *jsonOut, svg: *svg, png: *png, inProcess: *inProcess, adaptiveStack: *adaptive, quiet: *quiet}
 	if cfg.n <= 0 {
 		return config{}, fmt.Errorf("-n must be positive, got %d", cfg.n)
 	}
+	var err error
+	if cfg.opts.Msg, err = parseSize(*msg); err != nil || cfg.opts.Msg == 0 || cfg.opts.Msg > maxMsg {
+		return config{}, fmt.Errorf("-msg: %q is not a size between 1 B and %s", *msg, formatSize(maxMsg))
+	}
+	if cfg.opts.Burst, err = parseSize(*burst); err != nil || cfg.opts.Burst > maxMsg {
+		return config{}, fmt.Errorf("-burst: %q is not a size between 0 and %s", *burst, formatSize(maxMsg))
+	}
+	cfg.opts.SetupOnReader = *setupOnReader
 	selected, err := parseModes(*modesFlag)
 	if err != nil {
 		return config{}, err
@@ -267,6 +415,44 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// maxMsg bounds -msg and -burst.
+const maxMsg = 64 << 20
+
+// parseSize parses a byte count: a whole number, optionally followed by B,
+// K/KB/KiB or M/MB/MiB (all binary: K = 1024).
+func parseSize(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToLower(strings.TrimSpace(s[len(num):]))
+	mult := 0
+	switch unit {
+	case "", "b":
+		mult = 1
+	case "k", "kb", "kib":
+		mult = 1 << 10
+	case "m", "mb", "mib":
+		mult = 1 << 20
+	default:
+		return 0, fmt.Errorf("unknown unit %q", unit)
+	}
+	v, err := strconv.Atoi(num)
+	if err != nil || v < 0 || v > maxMsg/mult {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return v * mult, nil
+}
+
+// formatSize writes a byte count the way parseSize reads it.
+func formatSize(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
 }
 
 // parseModes splits a comma-separated list of mode names and rejects the
@@ -326,28 +512,50 @@ func checkOpenFiles(cfg config, stderr io.Writer) error {
 }
 
 // measureInChild runs one measurement in a fresh process: this executable,
-// re-run with the request in the environment.
-func measureInChild(name string, n int, stderr io.Writer) (result, error) {
+// re-run with the request in the environment. With pin, the child runs with
+// GODEBUG=adaptivestackstart=0 (added to any GODEBUG already set), so that
+// its goroutines' starting stack size does not depend on what ran before.
+func measureInChild(req childRequest, pin bool, stderr io.Writer) (result, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return result{}, fmt.Errorf("mode %s: cannot find own executable to re-run: %w", name, err)
+		return result{}, fmt.Errorf("mode %s: cannot find own executable to re-run: %w", req.Mode, err)
 	}
-	req, err := json.Marshal(childRequest{Mode: name, N: n, Progress: isTerminal(os.Stderr) && stderr == io.Writer(os.Stderr)})
+	reqJSON, err := json.Marshal(req)
 	if err != nil {
 		return result{}, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+string(req))
+	cmd.Env = append(os.Environ(), childEnv+"="+string(reqJSON))
+	if pin {
+		cmd.Env = withGODEBUG(cmd.Env, pinStackStart)
+	}
 	cmd.Stderr = stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return result{}, fmt.Errorf("mode %s (N=%d): child process: %w", name, n, err)
+		return result{}, fmt.Errorf("mode %s (N=%d): child process: %w", req.Mode, req.N, err)
 	}
 	var r result
 	if err := json.Unmarshal(out, &r); err != nil {
-		return result{}, fmt.Errorf("mode %s (N=%d): child process output: %w", name, n, err)
+		return result{}, fmt.Errorf("mode %s (N=%d): child process output: %w", req.Mode, req.N, err)
 	}
 	return r, nil
+}
+
+// withGODEBUG returns env with setting appended to its GODEBUG variable
+// (the last of several settings of one name wins).
+func withGODEBUG(env []string, setting string) []string {
+	out := make([]string, 0, len(env)+1)
+	value := setting
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			if v != "" {
+				value = v + "," + setting
+			}
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "GODEBUG="+value)
 }
 
 // childMain is the child side of measureInChild: it measures one mode and
@@ -367,10 +575,10 @@ func childMain(reqJSON string, stdout, stderr io.Writer) int {
 	// limit in child processes.
 	_, _ = raiseOpenFileLimit()
 	var progress func(func() int64) func()
-	if req.Progress {
-		progress = progressTo(stderr, req.Mode, req.N)
+	if req.Progress != "" {
+		progress = progressTo(stderr, req.Progress, req.N)
 	}
-	r, err := measure(m, req.N, progress)
+	r, err := measure(m, req.N, req.Options, progress)
 	if err != nil {
 		fmt.Fprintf(stderr, "idlemem child: %v\n", err)
 		return 1

@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 // the race detector.
 const testN = 20
 
+// testOptions are defaultOptions with a smaller burst, for speed.
+var testOptions = options{Msg: defaultOptions.Msg, Burst: 128 << 10}
+
 // TestModes runs every mode in the table with a small N, each in a child
 // process as the command does, and checks the machinery: a positive cost
 // per connection, a reader on every end, and an idle readyconn pool that
@@ -48,10 +51,11 @@ func TestModes(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			r, err := measureInChild(m.name, testN, &stderr)
+			r, err := measureInChild(childRequest{Mode: m.name, N: testN, Options: testOptions}, true, &stderr)
 			require.NoError(t, err, stderr.String())
 			assert.Equal(t, m.name, r.Mode)
 			assert.Equal(t, testN, r.N)
+			assert.Equal(t, uint64(2048), r.StackStartBytes, "the child pins the goroutine start size")
 			assert.Positive(t, r.StackPerConn, "stack per connection")
 			assert.Positive(t, r.TotalPerConn, "total per connection")
 			assert.InDelta(t, r.HeapPerConn+r.StackPerConn, r.TotalPerConn, 1e-9)
@@ -65,6 +69,17 @@ func TestModes(t *testing.T) {
 				assert.Zero(t, *r.PoolInUseBytes, "an idle %s connection must own no pooled buffer", m.name)
 			} else {
 				assert.Nil(t, r.PoolInUseBytes)
+			}
+			if strings.HasPrefix(m.name, "grpc") {
+				require.NotNil(t, r.AfterBurst, "gRPC modes are measured again after the burst")
+				assert.Positive(t, r.AfterBurst.TotalPerConn)
+				assert.GreaterOrEqual(t, r.AfterBurst.GoroutinesPerConn, 2.0)
+				if m.usesPool {
+					require.NotNil(t, r.AfterBurst.PoolInUseBytes)
+					assert.Zero(t, *r.AfterBurst.PoolInUseBytes, "idle again after the burst, %s must own no pooled buffer", m.name)
+				}
+			} else {
+				assert.Nil(t, r.AfterBurst)
 			}
 			got[m.name] = r
 		})
@@ -84,7 +99,7 @@ func TestModesInProcess(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
-			r, err := measure(m, testN, nil)
+			r, err := measure(m, testN, testOptions, nil)
 			require.NoError(t, err)
 			assert.GreaterOrEqual(t, r.GoroutinesPerConn, 2.0)
 			if m.usesPool {
@@ -121,22 +136,24 @@ func TestFailingModeClosesEverything(t *testing.T) {
 			})
 		},
 	}
-	_, err := measure(m, testN, nil)
+	_, err := measure(m, testN, testOptions, nil)
 	require.ErrorIs(t, err, errBoom)
 	assert.Contains(t, err.Error(), "mode failing")
 	assert.NoError(t, waitGoroutines(before, 5*time.Second))
 }
 
 func TestMeasureRejectsBadN(t *testing.T) {
-	_, err := measure(modes[0], 0, nil)
-	assert.Error(t, err)
+	_, err := measure(modes[0], 0, testOptions, nil)
+	assert.ErrorContains(t, err, "n must be positive")
+	_, err = measure(modes[0], 3, options{}, nil)
+	assert.ErrorContains(t, err, "message size must be positive")
 }
 
 // TestMeasureInChild runs one mode in a child process, as the command does
 // by default.
 func TestMeasureInChild(t *testing.T) {
 	var stderr bytes.Buffer
-	r, err := measureInChild("floor", 10, &stderr)
+	r, err := measureInChild(childRequest{Mode: "floor", N: 10, Options: testOptions}, true, &stderr)
 	require.NoError(t, err, stderr.String())
 	assert.Equal(t, "floor", r.Mode)
 	assert.Equal(t, 10, r.N)
@@ -160,6 +177,9 @@ func TestRunJSON(t *testing.T) {
 	var rep report
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
 	assert.Equal(t, 10, rep.N)
+	assert.Equal(t, defaultOptions, rep.Options)
+	assert.Contains(t, rep.StackStart, "adaptivestackstart=0")
+	assert.Equal(t, uint64(2048), rep.Results[0].StackStartBytes)
 	assert.Equal(t, runtime.Version(), rep.Go)
 	require.Len(t, rep.Results, 2, "floor is always measured, as the reference")
 	assert.Equal(t, "floor", rep.Results[0].Mode)
@@ -196,7 +216,63 @@ func TestRunTable(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	assert.NotContains(t, out, "bufio")
-	assert.Empty(t, stderr.String(), "no progress display when stderr is not a terminal")
+	// stderr is not a terminal: progress comes as plain lines, one before
+	// and one after each measurement, counting them all.
+	assert.Equal(t, []string{
+		"idlemem: [1/3] floor N=8 (then tls N=8 and 1 more)",
+		"idlemem: [1/3] floor N=8: ",
+		"idlemem: [2/3] tls N=8 (then floor N=4)",
+		"idlemem: [2/3] tls N=8: ",
+		"idlemem: [3/3] floor N=4 (last)",
+		"idlemem: [3/3] floor N=4: ",
+	}, progressLines(stderr.String()))
+	assert.NotContains(t, stderr.String(), "\r", "no redrawn line when stderr is not a terminal")
+
+	// -q silences it.
+	stdout.Reset()
+	stderr.Reset()
+	code = run([]string{"-q", "-n", "4", "-modes", "floor", "-scaling=", "-inprocess"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	assert.Empty(t, stderr.String())
+	assert.Contains(t, stdout.String(), "floor")
+}
+
+// progressLines returns the lines of s, each cut after its first ": " (the
+// figures after it vary).
+func progressLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if i := strings.Index(l, ": "); i >= 0 {
+			if j := strings.Index(l[i+2:], ": "); j >= 0 {
+				l = l[:i+2+j+2]
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// TestRunReportsOptions checks that the table says which exchange and
+// goroutine layout it measured, and that the options reach the child
+// processes.
+func TestRunReportsOptions(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-q", "-n", "4", "-modes", "tls", "-scaling=", "-msg", "20KiB", "-setup-on-reader"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	out := stdout.String()
+	assert.Contains(t, out, "one 20KiB message each way")
+	assert.Contains(t, out, "on each end's reader goroutine (-setup-on-reader)")
+	assert.Contains(t, out, "GODEBUG=adaptivestackstart=0")
+	assert.NotContains(t, out, "gRPC modes:", "no gRPC mode measured")
+
+	stdout.Reset()
+	code = run([]string{"-q", "-n", "4", "-modes", "grpc-plaintext", "-scaling=", "-burst", "96KiB", "-adaptive-stack"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	out = stdout.String()
+	assert.Contains(t, out, "after a burst of 96KiB each way")
+	assert.Contains(t, out, "burst KiB")
+	assert.Contains(t, out, "adaptive (-adaptive-stack)")
+	assert.Contains(t, out, "reader goroutine only reads")
 }
 
 func TestRunCharts(t *testing.T) {
@@ -242,6 +318,10 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad scaling", []string{"-scaling", "500,x"}, `-scaling: "x" is not a positive number`},
 		{"zero scaling", []string{"-scaling", "0"}, `-scaling: "0" is not a positive number`},
 		{"extra args", []string{"tls"}, "unexpected arguments"},
+		{"zero msg", []string{"-msg", "0"}, `-msg: "0" is not a size`},
+		{"bad msg unit", []string{"-msg", "64KB2"}, `-msg: "64KB2" is not a size`},
+		{"huge msg", []string{"-msg", "65MiB"}, `-msg: "65MiB" is not a size`},
+		{"negative burst", []string{"-burst", "-1"}, `-burst: "-1" is not a size`},
 		{"unknown flag", []string{"-bogus"}, "flag provided but not defined"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -272,6 +352,14 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	assert.Contains(t, cfg.scalingModes, "floor")
 	assert.False(t, cfg.json)
+	assert.Equal(t, defaultOptions, cfg.opts)
+	assert.False(t, cfg.adaptiveStack)
+
+	cfg, err = parseFlags([]string{"-msg", "64KiB", "-burst", "0", "-setup-on-reader", "-adaptive-stack", "-q"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, options{Msg: 64 << 10, SetupOnReader: true}, cfg.opts)
+	assert.True(t, cfg.adaptiveStack)
+	assert.True(t, cfg.quiet)
 
 	// Modes keep the table's order and floor is added.
 	cfg, err = parseFlags([]string{"-modes", "tls,bufio,tls", "-scaling", "30,10,30"}, &bytes.Buffer{})
@@ -309,14 +397,83 @@ func TestOpenFileCheck(t *testing.T) {
 	assert.Zero(t, stdout.Len())
 }
 
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{"0", 0}, {"100", 100}, {"100B", 100}, {"100b", 100}, {" 7 ", 7},
+		{"64K", 64 << 10}, {"64KB", 64 << 10}, {"64KiB", 64 << 10}, {"64kib", 64 << 10}, {"64 KiB", 64 << 10},
+		{"1M", 1 << 20}, {"1MiB", 1 << 20}, {"64MiB", 64 << 20},
+	} {
+		got, err := parseSize(tc.in)
+		require.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+		if tc.want > 0 {
+			back, err := parseSize(formatSize(tc.want))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, back, "formatSize(%d) = %q", tc.want, formatSize(tc.want))
+		}
+	}
+	for _, bad := range []string{"", "KiB", "-1", "1.5MiB", "64GiB", "65MiB", "99999999999999999999", "1e3", "12 34"} {
+		_, err := parseSize(bad)
+		assert.Error(t, err, "%q", bad)
+	}
+	assert.Equal(t, "100B", formatSize(100))
+	assert.Equal(t, "1MiB", formatSize(1<<20))
+	assert.Equal(t, "1025B", formatSize(1025))
+}
+
+func TestWithGODEBUG(t *testing.T) {
+	assert.Equal(t, []string{"A=1", "GODEBUG=adaptivestackstart=0"},
+		withGODEBUG([]string{"A=1"}, pinStackStart))
+	assert.Equal(t, []string{"A=1", "B=2", "GODEBUG=gctrace=1,adaptivestackstart=0"},
+		withGODEBUG([]string{"A=1", "GODEBUG=gctrace=1", "B=2"}, pinStackStart))
+	assert.Equal(t, []string{"GODEBUG=adaptivestackstart=0"},
+		withGODEBUG([]string{"GODEBUG="}, pinStackStart))
+}
+
+// TestOptions runs the non-gRPC modes with a large message and with the
+// setup on the reader goroutine, in this process, and checks that each
+// works and holds no pooled buffer afterwards.
+func TestOptions(t *testing.T) {
+	for _, opts := range []options{
+		{Msg: 64 << 10},
+		{Msg: 100, SetupOnReader: true},
+		{Msg: 1},
+	} {
+		for _, name := range []string{"floor", "bufio", "readyreader", "framing", "tls", "alts"} {
+			t.Run(fmt.Sprintf("%s/msg=%d/setup-on-reader=%v", name, opts.Msg, opts.SetupOnReader), func(t *testing.T) {
+				m, ok := findMode(name)
+				require.True(t, ok)
+				r, err := measure(m, 5, opts, nil)
+				require.NoError(t, err)
+				assert.Equal(t, 2.0, r.GoroutinesPerConn)
+				assert.Nil(t, r.AfterBurst)
+				if m.usesPool {
+					assert.Zero(t, *r.PoolInUseBytes)
+				}
+			})
+		}
+	}
+}
+
+func TestReadN(t *testing.T) {
+	buf := make([]byte, 3)
+	require.NoError(t, readN(strings.NewReader("abcdefgh"), buf, 8))
+	require.NoError(t, readN(strings.NewReader(""), buf, 0))
+	assert.ErrorIs(t, readN(strings.NewReader("abcd"), buf, 8), io.ErrUnexpectedEOF)
+	assert.ErrorIs(t, readN(strings.NewReader(""), buf, 8), io.EOF)
+}
+
 func TestProgress(t *testing.T) {
 	var buf syncBuffer
 	var opened int64 = 7
-	stop := progressTo(&buf, "tls", 20)(func() int64 { return opened })
+	stop := progressTo(&buf, "[2/9]", 20)(func() int64 { return opened })
 	stop()
 	out := buf.String()
-	assert.Contains(t, out, "tls")
-	assert.Contains(t, out, "7/20 connections")
+	assert.Contains(t, out, "idlemem: [2/9]")
+	assert.Contains(t, out, "7/20 connections open")
 	assert.True(t, strings.HasSuffix(out, "\r\033[K"), "the line is cleared at the end: %q", out)
 }
 
@@ -349,7 +506,7 @@ func TestIsTerminal(t *testing.T) {
 // reported as an error naming the mode, with the child's reason on stderr.
 func TestMeasureInChildFails(t *testing.T) {
 	var stderr bytes.Buffer
-	_, err := measureInChild("no-such-mode", 5, &stderr)
+	_, err := measureInChild(childRequest{Mode: "no-such-mode", N: 5, Options: testOptions}, true, &stderr)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "mode no-such-mode (N=5): child process")
 	assert.Contains(t, stderr.String(), `unknown mode "no-such-mode"`)
@@ -417,6 +574,6 @@ func Example_unknownMode() {
 	code := run([]string{"-modes", "floor,epoll"}, os.Stdout, os.Stdout)
 	fmt.Println("exit status", code)
 	// Output:
-	// idlemem: unknown mode "epoll" (known modes: floor, bufio, readyreader, framing, tls, tlsconn, alts, grpc-plaintext, grpc-tls, grpc-readyconn)
+	// idlemem: unknown mode "epoll" (known modes: floor, bufio, readyreader, framing, tls, tlsconn, alts, grpc-plaintext, grpc-tls, grpc-tls-rbuf0, grpc-tlsconn, grpc-tlsconn-server, grpc-plaintext-readygrpc, grpc-readyconn)
 	// exit status 2
 }

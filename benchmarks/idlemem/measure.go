@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"time"
 
@@ -14,9 +15,24 @@ import (
 // result is what one mode measured at one N. Per-connection figures cover
 // both ends of a connection (client side and server side).
 type result struct {
-	Mode              string  `json:"mode"`
-	Description       string  `json:"description"`
-	N                 int     `json:"n"`
+	Mode        string `json:"mode"`
+	Description string `json:"description"`
+	N           int    `json:"n"`
+	phase
+	// StackStartBytes is the size new goroutines started with when the
+	// measurement was taken (runtime/metrics /gc/stack/starting-size:bytes):
+	// 2048 unless the runtime's adaptive start size is on.
+	StackStartBytes uint64   `json:"stack_start_bytes"`
+	RatioToFloor    *float64 `json:"ratio_to_floor,omitempty"`
+	OpenSeconds     float64  `json:"open_seconds"`
+	BurstSeconds    float64  `json:"burst_seconds,omitempty"`
+	// AfterBurst is the same measurement after opts.Burst bytes went each
+	// way through every connection; nil for modes without a burst.
+	AfterBurst *phase `json:"after_burst,omitempty"`
+}
+
+// phase is one measurement of all connections while idle.
+type phase struct {
 	HeapPerConn       float64 `json:"heap_inuse_bytes_per_conn"`
 	StackPerConn      float64 `json:"stack_inuse_bytes_per_conn"`
 	TotalPerConn      float64 `json:"total_bytes_per_conn"`
@@ -25,9 +41,7 @@ type result struct {
 	// PoolInUseBytes is the mode's bufferpool InUseBytes (all connections
 	// together) while every connection is idle; nil for modes that do not
 	// take buffers from a readyconn pool.
-	PoolInUseBytes *int64   `json:"pool_in_use_bytes"`
-	RatioToFloor   *float64 `json:"ratio_to_floor,omitempty"`
-	OpenSeconds    float64  `json:"open_seconds"`
+	PoolInUseBytes *int64 `json:"pool_in_use_bytes"`
 }
 
 // settleDelay is how long measure waits after the last connection finished
@@ -35,16 +49,23 @@ type result struct {
 // ready" to parked in its read.
 const settleDelay = 100 * time.Millisecond
 
-// measure opens n connections of mode m, measures what they hold while idle,
+// measure opens n connections of mode m, measures what they hold while idle
+// (and again after a burst, for modes that carry one and opts.Burst > 0),
 // closes them and checks that every goroutine the mode started has ended.
 // progress, if not nil, is called with a function reporting how many
 // connections are open, and must return a stop function.
-func measure(m mode, n int, progress func(opened func() int64) (stop func())) (result, error) {
+func measure(m mode, n int, opts options, progress func(opened func() int64) (stop func())) (result, error) {
 	if n <= 0 {
 		return result{}, fmt.Errorf("n must be positive, got %d", n)
 	}
+	if opts.Msg <= 0 {
+		return result{}, fmt.Errorf("message size must be positive, got %d", opts.Msg)
+	}
 	pool := bufferpool.NewTiered()
-	e := newEnv(n, pool)
+	if m.defaultPool {
+		pool = bufferpool.Default()
+	}
+	e := newEnv(n, pool, opts)
 	before := snapshot()
 	stop := func() {}
 	if progress != nil {
@@ -54,15 +75,26 @@ func measure(m mode, n int, progress func(opened func() int64) (stop func())) (r
 	err := m.open(e)
 	openTime := time.Since(start)
 	stop()
-	if err != nil {
+	fail := func(err error) (result, error) {
 		if cerr := e.closeAll(); cerr != nil {
 			err = fmt.Errorf("%w (and closing: %v)", err, cerr)
 		}
 		return result{}, fmt.Errorf("mode %s: %w", m.name, err)
 	}
-	time.Sleep(settleDelay)
-	after := snapshot()
-	inUse := pool.Stats().InUseBytes
+	if err != nil {
+		return fail(err)
+	}
+	r := result{Mode: m.name, Description: m.desc, N: n, OpenSeconds: openTime.Seconds()}
+	r.phase, r.StackStartBytes = idle(m, n, pool, before)
+	if e.burst != nil && opts.Burst > 0 {
+		start := time.Now()
+		if err := e.burst(); err != nil {
+			return fail(err)
+		}
+		r.BurstSeconds = time.Since(start).Seconds()
+		p, _ := idle(m, n, pool, before)
+		r.AfterBurst = &p
+	}
 
 	if err := e.closeAll(); err != nil {
 		return result{}, fmt.Errorf("mode %s: close: %w", m.name, err)
@@ -73,29 +105,38 @@ func measure(m mode, n int, progress func(opened func() int64) (stop func())) (r
 	if left := pool.Stats().InUseBytes; m.usesPool && left != 0 {
 		return result{}, fmt.Errorf("mode %s: pool still has %d bytes in use after every connection was closed", m.name, left)
 	}
+	return r, nil
+}
 
+// idle waits for the connections to settle and measures them against the
+// baseline before.
+func idle(m mode, n int, pool *bufferpool.Tiered, before memSnapshot) (phase, uint64) {
+	time.Sleep(settleDelay)
+	after := snapshot()
+	inUse := pool.Stats().InUseBytes
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
-	r := result{
-		Mode:              m.name,
-		Description:       m.desc,
-		N:                 n,
+	p := phase{
 		HeapPerConn:       per(after.heapInuse, before.heapInuse),
 		StackPerConn:      per(after.stackInuse, before.stackInuse),
 		HeapAllocPerConn:  per(after.heapAlloc, before.heapAlloc),
 		GoroutinesPerConn: float64(after.goroutines-before.goroutines) / float64(n),
-		OpenSeconds:       openTime.Seconds(),
 	}
-	r.TotalPerConn = r.HeapPerConn + r.StackPerConn
+	p.TotalPerConn = p.HeapPerConn + p.StackPerConn
 	if m.usesPool {
-		r.PoolInUseBytes = &inUse
+		p.PoolInUseBytes = &inUse
 	}
-	return r, nil
+	return p, after.stackStart
 }
 
 type memSnapshot struct {
 	heapInuse, stackInuse, heapAlloc uint64
+	stackStart                       uint64
 	goroutines                       int
 }
+
+// stackStartMetric is the runtime metric of the size new goroutines start
+// with.
+const stackStartMetric = "/gc/stack/starting-size:bytes"
 
 // snapshot collects garbage twice (the second cycle frees what sync.Pool
 // victim caches kept through the first) and reads the runtime's counters.
@@ -104,10 +145,17 @@ func snapshot() memSnapshot {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
+	start := []metrics.Sample{{Name: stackStartMetric}}
+	metrics.Read(start)
+	var stackStart uint64
+	if start[0].Value.Kind() == metrics.KindUint64 {
+		stackStart = start[0].Value.Uint64()
+	}
 	return memSnapshot{
 		heapInuse:  ms.HeapInuse,
 		stackInuse: ms.StackInuse,
 		heapAlloc:  ms.HeapAlloc,
+		stackStart: stackStart,
 		goroutines: runtime.NumGoroutine(),
 	}
 }
@@ -139,12 +187,13 @@ func truncate(s string, n int) string {
 }
 
 // progressTo returns a progress function for measure that redraws one line
-// on w every 100 ms while connections are being opened.
-func progressTo(w io.Writer, name string, n int) func(opened func() int64) func() {
+// on w, a terminal, every 100 ms while connections are being opened, and
+// clears it at the end.
+func progressTo(w io.Writer, label string, n int) func(opened func() int64) func() {
 	return func(opened func() int64) func() {
 		done := make(chan struct{})
 		exited := make(chan struct{})
-		draw := func() { fmt.Fprintf(w, "\r\033[Kidlemem: %-15s %6d/%d connections", name, opened(), n) }
+		draw := func() { fmt.Fprintf(w, "\r\033[Kidlemem: %s %6d/%d connections open", label, opened(), n) }
 		go func() {
 			defer close(exited)
 			t := time.NewTicker(100 * time.Millisecond)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"syscall"
 	"time"
@@ -14,19 +13,27 @@ import (
 )
 
 // mode is one way of holding idle connections. Adding a mode is adding one
-// entry to the modes table.
+// entry to the modes table, plus the function that makes its ends: an
+// endFactory for a mode whose two ends are symmetric (openPairs runs them),
+// or a grpcMode (credentials and options) for a gRPC mode (openGRPC runs
+// it).
 type mode struct {
 	name string
 	desc string // one line for the table's legend
 	// usesPool reports whether the mode takes its buffers from env.pool,
 	// so that the pool's InUseBytes is meaningful (and must be 0 when idle).
 	usesPool bool
+	// defaultPool makes env.pool bufferpool.Default(), for modes whose
+	// API takes no pool (readygrpc.NewTLS, like grpc's credentials.NewTLS).
+	// The child process measures one mode, so nothing else uses it.
+	defaultPool bool
 	// fdsPerConn is the number of file descriptors one connection (both
 	// ends) uses; the open-file precondition is computed from it.
 	fdsPerConn int
 	// open opens env.n connections, exchanges one message on each, and
 	// returns with a reader blocked on every end. Everything it creates
-	// must be registered with env.track/onClose/spawn.
+	// must be registered with env.track/onClose/spawn. A mode that can
+	// carry a burst of traffic (-burst) sets env.burst.
 	open func(e *env) error
 }
 
@@ -81,19 +88,47 @@ var modes = []mode{
 	},
 	{
 		name:       "grpc-plaintext",
-		desc:       "grpc-go ClientConn + its server transport (insecure), after one health RPC",
+		desc:       "grpc-go ClientConn + its server transport (insecure)",
 		fdsPerConn: 2,
 		open:       func(e *env) error { return openGRPC(e, grpcPlaintext) },
 	},
 	{
 		name:       "grpc-tls",
-		desc:       "grpc-go ClientConn + its server transport over crypto/tls 1.3, after one health RPC",
+		desc:       "grpc-go ClientConn + its server transport over crypto/tls 1.3 (credentials.NewTLS)",
 		fdsPerConn: 2,
 		open:       func(e *env) error { return openGRPC(e, grpcTLS) },
 	},
 	{
+		name:       "grpc-tls-rbuf0",
+		desc:       "grpc-tls with grpc.ReadBufferSize(0) and WithReadBufferSize(0): the cheapest idle TLS gRPC from grpc-go's own options",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return openGRPC(e, grpcTLSRbuf0) },
+	},
+	{
+		name:        "grpc-tlsconn",
+		desc:        "grpc-go over readygrpc.NewTLS at both ends (crypto/tls 1.3 handshake, tlsconn records)",
+		usesPool:    true,
+		defaultPool: true,
+		fdsPerConn:  2,
+		open:        func(e *env) error { return openGRPC(e, grpcTLSConn) },
+	},
+	{
+		name:        "grpc-tlsconn-server",
+		desc:        "grpc-go: readygrpc.NewTLS server, stock credentials.NewTLS client (what a server operator saves alone)",
+		usesPool:    true,
+		defaultPool: true,
+		fdsPerConn:  2,
+		open:        func(e *env) error { return openGRPC(e, grpcTLSConnServer) },
+	},
+	{
+		name:       "grpc-plaintext-readygrpc",
+		desc:       "grpc-go insecure through readygrpc.Listener and readygrpc.Dialer",
+		fdsPerConn: 2,
+		open:       func(e *env) error { return openGRPC(e, grpcPlaintextReadygrpc) },
+	},
+	{
 		name:       "grpc-readyconn",
-		desc:       "grpc-go over readygrpc.NewCredentials (TLS 1.3 handshake, ALTS records), after one health RPC",
+		desc:       "grpc-go over readygrpc.NewCredentials (TLS 1.3 handshake, ALTS records)",
 		usesPool:   true,
 		fdsPerConn: 2,
 		open:       func(e *env) error { return openGRPC(e, grpcReadyconn) },
@@ -118,19 +153,21 @@ func modeNames() []string {
 	return names
 }
 
-// rawEnd is the part every endpoint shares: the connection and, for the
-// floor, its RawConn.
+// rawEnd is the part every endpoint shares: the connection, the message
+// it sends (whose length is also what recv reads) and, for the floor, its
+// RawConn.
 type rawEnd struct {
-	c  net.Conn
-	rc syscall.RawConn
+	c   net.Conn
+	msg []byte
+	rc  syscall.RawConn
 }
 
 func (r rawEnd) send() error {
-	_, err := r.c.Write(message)
+	_, err := r.c.Write(r.msg)
 	return err
 }
 
-func newFloor(_ *env, c net.Conn, _ bool) (endpoint, error) {
+func newFloor(e *env, c net.Conn, _ bool) (endpoint, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("%T is not a syscall.Conn", c)
@@ -139,7 +176,7 @@ func newFloor(_ *env, c net.Conn, _ bool) (endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newFloorEnd(rawEnd{c: c, rc: rc}), nil
+	return newFloorEnd(rawEnd{c: c, msg: e.message, rc: rc}), nil
 }
 
 // bufioEnd is the classic baseline: a bufio.Reader whose 32 KiB buffer is
@@ -149,12 +186,12 @@ type bufioEnd struct {
 	br *bufio.Reader
 }
 
-func newBufio(_ *env, c net.Conn, _ bool) (endpoint, error) {
-	return &bufioEnd{rawEnd: rawEnd{c: c}, br: bufio.NewReaderSize(c, 32<<10)}, nil
+func newBufio(e *env, c net.Conn, _ bool) (endpoint, error) {
+	return &bufioEnd{rawEnd: rawEnd{c: c, msg: e.message}, br: bufio.NewReaderSize(c, 32<<10)}, nil
 }
 
 func (b *bufioEnd) recv() error {
-	_, err := b.br.Discard(msgLen)
+	_, err := b.br.Discard(len(b.msg))
 	return err
 }
 
@@ -162,7 +199,8 @@ func (b *bufioEnd) recv() error {
 // buffer, so that what it holds is what crypto/tls itself keeps.
 type tlsEnd struct {
 	tc  *tls.Conn
-	buf [msgLen]byte
+	msg []byte
+	buf [appBufLen]byte
 }
 
 func newTLS(e *env, c net.Conn, client bool) (endpoint, error) {
@@ -181,16 +219,13 @@ func newTLS(e *env, c net.Conn, client bool) (endpoint, error) {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, err
 	}
-	return &tlsEnd{tc: tc}, nil
+	return &tlsEnd{tc: tc, msg: e.message}, nil
 }
 
-func (t *tlsEnd) recv() error {
-	_, err := io.ReadFull(t.tc, t.buf[:])
-	return err
-}
+func (t *tlsEnd) recv() error { return readN(t.tc, t.buf[:], len(t.msg)) }
 
 func (t *tlsEnd) send() error {
-	_, err := t.tc.Write(message)
+	_, err := t.tc.Write(t.msg)
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -15,16 +16,19 @@ import (
 
 // report is everything idlemem measured; -json writes it as is.
 type report struct {
-	Go        string       `json:"go"`
-	GOOS      string       `json:"goos"`
-	GOARCH    string       `json:"goarch"`
-	CPUs      int          `json:"cpus"`
-	N         int          `json:"n"`
-	Date      string       `json:"date"`
-	Isolation string       `json:"isolation"`
-	Results   []result     `json:"results"`
-	Scaling   []scalingRow `json:"scaling,omitempty"`
-	Errors    []string     `json:"errors,omitempty"`
+	Go        string `json:"go"`
+	GOOS      string `json:"goos"`
+	GOARCH    string `json:"goarch"`
+	CPUs      int    `json:"cpus"`
+	N         int    `json:"n"`
+	Date      string `json:"date"`
+	Isolation string `json:"isolation"`
+	// StackStart says how the goroutine start size was set.
+	StackStart string       `json:"stack_start"`
+	Options    options      `json:"options"`
+	Results    []result     `json:"results"`
+	Scaling    []scalingRow `json:"scaling,omitempty"`
+	Errors     []string     `json:"errors,omitempty"`
 }
 
 // scalingRow is one mode's cost per connection at several values of N.
@@ -65,18 +69,60 @@ func (r *report) setRatios() {
 
 func kib(b float64) string { return fmt.Sprintf("%.1f", b/1024) }
 
+// summary is the one-line progress report of a result.
+func (r *report) summary(res result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s KiB per connection (heap %s + stack %s)", kib(res.TotalPerConn), kib(res.HeapPerConn), kib(res.StackPerConn))
+	if i := r.find(modes[0].name); i >= 0 && res.N == r.N && r.Results[i].TotalPerConn > 0 {
+		fmt.Fprintf(&b, ", %.2fx floor", res.TotalPerConn/r.Results[i].TotalPerConn)
+	}
+	if res.AfterBurst != nil {
+		fmt.Fprintf(&b, "; after the burst (%.1f s) %s KiB", res.BurstSeconds, kib(res.AfterBurst.TotalPerConn))
+	}
+	fmt.Fprintf(&b, "; opened in %.1f s", res.OpenSeconds)
+	return b.String()
+}
+
 // writeTable writes the human-readable report.
 func (r *report) writeTable(w io.Writer) {
 	fmt.Fprintf(w, "idlemem: memory per idle connection, N = %d connections per mode\n", r.N)
 	fmt.Fprintf(w, "%s %s/%s, %d CPUs, %s, %s\n", r.Go, r.GOOS, r.GOARCH, r.CPUs, r.Isolation, r.Date)
+	fmt.Fprintf(w, "goroutine start stack: %s\n", r.StackStart)
+	setup := "on a goroutine of their own; each end's reader goroutine only reads"
+	if r.Options.SetupOnReader {
+		setup = "on each end's reader goroutine (-setup-on-reader)"
+	}
+	fmt.Fprintf(w, "exchange before idle (non-gRPC modes): one %s message each way; handshakes and sends %s\n", formatSize(r.Options.Msg), setup)
+	if slices.ContainsFunc(r.Results, func(res result) bool { return strings.HasPrefix(res.Mode, "grpc") }) {
+		fmt.Fprintf(w, "gRPC modes: idle after one health-check RPC")
+		if r.Options.Burst > 0 {
+			fmt.Fprintf(w, ", and again after a burst of %s each way per connection (\"burst\" columns)", formatSize(r.Options.Burst))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "One connection = both ends of a TCP loopback connection (client side + server side,\n"+
 		"each with a reader blocked); for gRPC, one ClientConn + its server transport.\n"+
 		"heap/stack = runtime HeapInuse/StackInuse after GC, minus the baseline before opening, / N.\n"+
 		"pool = bytes the mode's readyconn bufferpool has handed out while idle (all N together).\n"+
-		"x floor = total / the floor's total.\n\n")
+		"goroutines = goroutines per connection while idle, both ends: 2 for the non-gRPC modes (one\n"+
+		"reader per end); 8 for a gRPC pair (see the package documentation for which).\n"+
+		"start = the size new goroutines started with (bytes). x floor = total / the floor's total.\n\n")
 
+	burst := false
+	for _, res := range r.Results {
+		burst = burst || res.AfterBurst != nil
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%-15s\theap KiB\tstack KiB\ttotal KiB\tpool B\tgoroutines\tx floor\t\n", "mode")
+	hdr := fmt.Sprintf("%-15s\theap KiB\tstack KiB\ttotal KiB\tpool B\tgoroutines\tstart B\tx floor\t", "mode")
+	if burst {
+		hdr += "burst KiB\tburst x floor\t"
+	}
+	fmt.Fprintln(tw, hdr)
+	floor := -1.0
+	if i := r.find(modes[0].name); i >= 0 {
+		floor = r.Results[i].TotalPerConn
+	}
 	for _, res := range r.Results {
 		pool := "-"
 		if res.PoolInUseBytes != nil {
@@ -86,8 +132,20 @@ func (r *report) writeTable(w io.Writer) {
 		if res.RatioToFloor != nil {
 			ratio = fmt.Sprintf("%.2f", *res.RatioToFloor)
 		}
-		fmt.Fprintf(tw, "%-15s\t%s\t%s\t%s\t%s\t%.1f\t%s\t\n", res.Mode, kib(res.HeapPerConn), kib(res.StackPerConn),
-			kib(res.TotalPerConn), pool, res.GoroutinesPerConn, ratio)
+		line := fmt.Sprintf("%-15s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\t", res.Mode, kib(res.HeapPerConn), kib(res.StackPerConn),
+			kib(res.TotalPerConn), pool, res.GoroutinesPerConn, res.StackStartBytes, ratio)
+		if burst {
+			if b := res.AfterBurst; b != nil {
+				bratio := "-"
+				if floor > 0 {
+					bratio = fmt.Sprintf("%.2f", b.TotalPerConn/floor)
+				}
+				line += fmt.Sprintf("%s\t%s\t", kib(b.TotalPerConn), bratio)
+			} else {
+				line += "-\t-\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
 
