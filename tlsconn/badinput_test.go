@@ -21,6 +21,7 @@ import (
 func inject(t testing.TB, c *Conn, typ byte, content []byte) {
 	t.Helper()
 	c.wmu.Lock()
+	require.NoError(t, c.out.acquire(nil))
 	defer c.wmu.Unlock()
 	buf := make([]byte, len(content)+c.out.overhead())
 	n, err := c.out.seal(buf, typ, content)
@@ -107,6 +108,7 @@ func TestBadRecords(t *testing.T) {
 	cases := []tc{
 		{name: "flipped ciphertext bit", alert: alertBadRecordMAC, send: func(t *testing.T, c, s *Conn) {
 			c.wmu.Lock()
+			require.NoError(t, c.out.acquire(nil))
 			buf := make([]byte, 100+c.out.overhead())
 			n, err := c.out.seal(buf, typeApplicationData, randBytes(100))
 			c.wmu.Unlock()
@@ -116,6 +118,7 @@ func TestBadRecords(t *testing.T) {
 		}},
 		{name: "flipped tag bit", alert: alertBadRecordMAC, send: func(t *testing.T, c, s *Conn) {
 			c.wmu.Lock()
+			require.NoError(t, c.out.acquire(nil))
 			buf := make([]byte, 100+c.out.overhead())
 			n, _ := c.out.seal(buf, typeApplicationData, randBytes(100))
 			c.wmu.Unlock()
@@ -124,6 +127,7 @@ func TestBadRecords(t *testing.T) {
 		}},
 		{name: "replayed record", alert: alertBadRecordMAC, send: func(t *testing.T, c, s *Conn) {
 			c.wmu.Lock()
+			require.NoError(t, c.out.acquire(nil))
 			buf := make([]byte, 10+c.out.overhead())
 			n, _ := c.out.seal(buf, typeApplicationData, []byte("0123456789"))
 			c.wmu.Unlock()
@@ -228,6 +232,7 @@ func TestTruncated(t *testing.T) {
 				client, server := badPair(t, version, bufferpool.NewTiered())
 				c := client
 				c.wmu.Lock()
+				require.NoError(t, c.out.acquire(nil))
 				buf := make([]byte, 100+c.out.overhead())
 				n, _ := c.out.seal(buf, typeApplicationData, randBytes(100))
 				c.wmu.Unlock()

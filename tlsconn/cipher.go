@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash"
+	"weak"
 )
 
 // Record sizes (RFC 8446 section 5, RFC 5246 section 6.2).
@@ -78,14 +79,77 @@ var errSeqOverflow = errors.New("tlsconn: record sequence number exhausted")
 
 // halfConn protects the records of one direction. It is not safe for
 // concurrent use; a Conn has one per direction, each under its own lock.
+//
+// Its AEAD (about 770 bytes of AES key schedule and GHASH table) is held
+// strongly only while the direction is in use: when the reader parks with
+// nothing buffered, or a Write returns, release drops the strong reference
+// and keeps a weak one. If no collection runs before the next record, acquire
+// takes the same AEAD back (no allocation); otherwise it rebuilds it from the
+// key kept in secret. So a connection idle across a collection holds no
+// cipher state beyond its key, and a busy one pays nothing.
 type halfConn struct {
-	aead   cipher.AEAD
+	box    *aeadBox              // the AEAD while in use; nil while idle
+	weak   weak.Pointer[aeadBox] // the AEAD until a collection finds it unused
 	suite  *suite
 	seq    uint64
 	iv     [nonceLen]byte
 	nonce  [nonceLen]byte
 	aad    [13]byte
-	secret [maxSecretLen]byte // TLS 1.3 traffic secret, for KeyUpdate
+	secret [maxSecretLen]byte // TLS 1.3: the traffic secret (KeyUpdate, rebuild); TLS 1.2: the key
+}
+
+// aeadBox gives the AEAD interface value an address for weak.Pointer.
+type aeadBox struct{ cipher.AEAD }
+
+// setAEAD makes aead the direction's AEAD.
+func (h *halfConn) setAEAD(aead cipher.AEAD) {
+	h.box = &aeadBox{aead}
+	h.weak = weak.Make(h.box)
+}
+
+// release drops the strong reference to the AEAD: the direction is idle.
+func (h *halfConn) release() { h.box = nil }
+
+// acquire makes h.box hold the AEAD again, the same one if no collection
+// freed it, or one rebuilt from the key. Rebuilding is deep (key schedule,
+// allocation): a reader that parks afterwards calls it through
+// onFreshStack.
+func (h *halfConn) acquire(newChaCha func([]byte) (cipher.AEAD, error)) error {
+	if h.box != nil {
+		return nil
+	}
+	if b := h.weak.Value(); b != nil {
+		h.box = b
+		return nil
+	}
+	return h.rebuild(newChaCha)
+}
+
+// acquired reports whether acquire would not need to rebuild.
+func (h *halfConn) acquired() bool {
+	if h.box == nil {
+		h.box = h.weak.Value()
+	}
+	return h.box != nil
+}
+
+func (h *halfConn) rebuild(newChaCha func([]byte) (cipher.AEAD, error)) error {
+	s := h.suite
+	key := h.secret[:s.keyLen]
+	if s.tls13 {
+		k, err := expandLabel(s.hash, h.secret[:s.hash().Size()], "key", s.keyLen)
+		if err != nil {
+			return err
+		}
+		defer clear(k)
+		key = k
+	}
+	aead, err := newAEAD(s, key, newChaCha)
+	if err != nil {
+		return err
+	}
+	h.setAEAD(aead)
+	return nil
 }
 
 // newAEAD returns the record AEAD of s for key. newChaCha, if not nil,
@@ -137,7 +201,8 @@ func (h *halfConn) setTrafficSecret(s *suite, secret []byte, newChaCha func([]by
 		clear(iv)
 		return err
 	}
-	h.aead, h.suite, h.seq = aead, s, 0
+	h.setAEAD(aead)
+	h.suite, h.seq = s, 0
 	copy(h.iv[:], iv)
 	clear(iv)
 	clear(h.secret[:])
@@ -198,8 +263,11 @@ func (h *halfConn) set12(s *suite, key, iv []byte, seq uint64, newChaCha func([]
 	if err != nil {
 		return err
 	}
-	h.aead, h.suite, h.seq = aead, s, seq
+	h.setAEAD(aead)
+	h.suite, h.seq = s, seq
 	copy(h.iv[:], iv)
+	clear(h.secret[:])
+	copy(h.secret[:], key)
 	return nil
 }
 
@@ -264,7 +332,7 @@ func (h *halfConn) seal(dst []byte, typ byte, content []byte) (int, error) {
 			copy(dst[headerLen:], h.nonce[4:])
 		}
 	}
-	h.aead.Seal(dst[off:off], h.nonce[:], dst[off:off+inner], aad)
+	h.box.Seal(dst[off:off], h.nonce[:], dst[off:off+inner], aad)
 	h.seq++
 	return total, nil
 }
@@ -329,7 +397,7 @@ func (h *halfConn) content(opened, rec []byte) ([]byte, byte) {
 // if authentication failed.
 func (h *halfConn) open(dst, rec []byte, seq uint64) ([]byte, byte, bool) {
 	payload, aad := h.prepareOpen(rec, seq)
-	out, err := h.aead.Open(dst, h.nonce[:], payload, aad)
+	out, err := h.box.Open(dst, h.nonce[:], payload, aad)
 	if err != nil {
 		return nil, 0, false
 	}

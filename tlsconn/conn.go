@@ -447,9 +447,18 @@ func (c *Conn) step() int {
 			return actDone
 		}
 		if rec == nil {
+			if c.rd.Unparsed() == 0 {
+				c.in.release() // idle: see halfConn
+			}
 			return actFill
 		}
 		if c.prepareRecord(rec) {
+			if !c.in.acquired() {
+				if err := onFreshStack(func() error { return c.in.acquire(c.chacha) }); err != nil {
+					r.err = c.failRead(err)
+					return actDone
+				}
+			}
 			return actOpen
 		}
 		if r.n > 0 || r.err != nil {
@@ -580,7 +589,7 @@ func (c *Conn) openRecord() {
 		r.dstBuf = r.pool.Get(c.in.innerLen(r.rec))
 	}
 	payload, aad := c.in.prepareOpen(r.rec, c.in.seq)
-	opened, err := c.in.aead.Open(r.dst(c), c.in.nonce[:], payload, aad)
+	opened, err := c.in.box.Open(r.dst(c), c.in.nonce[:], payload, aad)
 	r.opened = len(opened)
 	if err != nil {
 		r.opened = -1
@@ -763,6 +772,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	defer c.out.release() // idle until the next Write: see halfConn
 	if err := c.writable(); err != nil {
 		return 0, err
 	}
@@ -823,6 +833,12 @@ func (c *Conn) sendKeyUpdateMsg(req byte) error {
 // writeRecords seals b into records of content type typ and writes them.
 // c.wmu is held. It returns how many bytes of b are committed (see Write).
 func (c *Conn) writeRecords(typ byte, b []byte) (int, error) {
+	if !c.out.acquired() {
+		if err := onFreshStack(func() error { return c.out.acquire(c.chacha) }); err != nil {
+			c.fatal.CompareAndSwap(nil, &net.OpError{Op: "local error", Err: err})
+			return 0, err
+		}
+	}
 	over := c.out.overhead()
 	full := maxPlaintext + over
 	perChunk := max(1, writeChunk/full) * maxPlaintext

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/internal/testnet"
@@ -530,4 +532,62 @@ func TestListenerRetries(t *testing.T) {
 	assert.Error(t, <-done)
 	_, err = l.Accept()
 	assert.ErrorIs(t, err, net.ErrClosed)
+}
+
+// TestIdleReleasesCipherState checks that a connection idle across a
+// garbage collection keeps no AEAD (only its key), and rebuilds it when
+// data flows again, in both directions, for the AES-GCM suites of both
+// versions and ChaCha20-Poly1305.
+func TestIdleReleasesCipherState(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version uint16
+		suite   uint16
+	}{
+		{"TLS13_AES_128_GCM", tls.VersionTLS13, 0},
+		{"TLS12_AES_128_GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		{"TLS12_AES_256_GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384},
+		{"TLS12_CHACHA20", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scfg := serverConfig(t)
+			scfg.MaxVersion = tc.version
+			ccfg := clientConfig(t)
+			if tc.suite != 0 {
+				ccfg.CipherSuites = []uint16{tc.suite}
+			}
+			cn, sn := pairOf(t, ours, ours, ccfg, scfg, WithChaCha20Poly1305(chacha20poly1305.New))
+			c, s := cn.(*Conn), sn.(*Conn)
+			for round := range 3 {
+				transfer(t, c, s, randBytes(20000), 5000)
+				transfer(t, s, c, randBytes(20000), 5000)
+				// Both readers park with nothing buffered.
+				done := make(chan error, 2)
+				for _, end := range []*Conn{c, s} {
+					go func() {
+						_, err := end.Read(make([]byte, 1))
+						done <- err
+					}()
+				}
+				for range 2 {
+					testnet.WaitParked(t, "tlsconn.(*Conn).Read")
+				}
+				for testnet.CountParked("tlsconn.(*Conn).Read", "[IO wait") < 2 {
+					time.Sleep(time.Millisecond)
+				}
+				runtime.GC()
+				runtime.GC()
+				for _, end := range []*Conn{c, s} {
+					assert.Nil(t, end.in.weak.Value(), "round %d: read AEAD kept while idle", round)
+					assert.Nil(t, end.out.weak.Value(), "round %d: write AEAD kept while idle", round)
+				}
+				_, err := c.Write([]byte("x"))
+				require.NoError(t, err)
+				_, err = s.Write([]byte("y"))
+				require.NoError(t, err)
+				require.NoError(t, <-done)
+				require.NoError(t, <-done)
+			}
+		})
+	}
 }

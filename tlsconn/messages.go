@@ -124,6 +124,9 @@ func (c *Conn) keyUpdateMessage(b []byte) error {
 func (c *Conn) ticketRecord(rec []byte) bool {
 	handled := false
 	err := onFreshStack(func() error {
+		if err := c.in.acquire(c.chacha); err != nil {
+			return err
+		}
 		cp := bytes.Clone(rec)
 		content, typ, ok := c.in.open(cp[c.in.payloadOffset():][:0], cp, c.in.seq)
 		onlyTickets := ok && typ == typeHandshake && c.msg.idle() && allTickets(content)
