@@ -60,7 +60,6 @@ type Conn struct {
 	tc    *tls.Conn // during the handshake; after it only while pinning or processing tickets
 	hc    *hsConn   // the connection as tc sees it
 	state *tls.ConnectionState
-	why   error // the reason the handoff was refused, when pinning
 
 	// fatal is set by the side that sends or receives a fatal alert; the
 	// other side fails with it too.
@@ -217,7 +216,7 @@ func (c *Conn) runHandshake(ctx context.Context) error {
 		// crypto/tls goes on carrying the data: correct, just pinning.
 		hc.keys.wipe()
 		hc.Passthrough()
-		c.pinning, c.why = true, err
+		c.pinning, hc.why = true, err
 		return nil
 	}
 	hc.keys.wipe()
@@ -245,7 +244,7 @@ func (c *Conn) PinningReason() error {
 	if !c.Pinning() {
 		return nil
 	}
-	return c.why
+	return c.hc.why
 }
 
 // ConnectionState returns basic TLS details about the connection, as

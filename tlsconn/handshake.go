@@ -20,6 +20,7 @@ import (
 type hsConn struct {
 	*record.HandshakeConn
 	keys keyLog
+	why  error // the reason the handoff was refused, when pinning
 }
 
 // keyLog receives crypto/tls's key log lines (the NSS key log format) for
