@@ -164,29 +164,23 @@ func (c *Conn) handshakeSlow(ctx context.Context) error {
 	if c.closed.Load() {
 		return errClosed
 	}
-	type result struct {
-		err      error
-		panicked any
-		paniced  bool
-	}
-	done := make(chan result, 1)
+	var err error
+	var panicked any
+	done := make(chan struct{})
 	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				done <- result{panicked: p, paniced: true}
-			}
-		}()
-		done <- result{err: c.runHandshake(ctx)}
+		defer close(done)
+		defer func() { panicked = recover() }()
+		err = c.runHandshake(ctx)
 	}()
-	r := <-done
-	if r.paniced {
-		c.hsErr = fmt.Errorf("tlsconn: panic during handshake: %v", r.panicked)
+	<-done
+	if panicked != nil {
+		c.hsErr = fmt.Errorf("tlsconn: panic during handshake: %v", panicked)
 		c.hsDone.Store(true)
-		panic(r.panicked)
+		panic(panicked)
 	}
-	c.hsErr = r.err
+	c.hsErr = err
 	c.hsDone.Store(true)
-	return r.err
+	return err
 }
 
 // runHandshake runs crypto/tls's handshake through an hsConn and then hands
@@ -208,6 +202,7 @@ func (c *Conn) runHandshake(ctx context.Context) error {
 	if err := c.tc.HandshakeContext(ctx); err != nil {
 		c.tc, c.hc = nil, nil
 		hc.keys.wipe()
+		hc.StopCapture()
 		return err
 	}
 	state := c.tc.ConnectionState()
@@ -223,6 +218,7 @@ func (c *Conn) runHandshake(ctx context.Context) error {
 	if !c.tickets {
 		c.tc, c.hc = nil, nil
 	}
+	c.config = nil // a per-connection config (gRPC clones one per handshake) is not kept
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"weak"
 
+	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/internal/record"
 )
 
@@ -250,9 +251,7 @@ func (c *Conn) handoff(state *tls.ConnectionState, hc *hsConn) error {
 	if c.isClient && s.tls13 && c.config.ClientSessionCache != nil {
 		c.tickets = true
 	}
-	if !c.tickets {
-		hc.StopCapture()
-	}
+	hc.StopCapture()
 	return nil
 }
 
@@ -342,9 +341,11 @@ func opens(h *halfConn, rec []byte, seq uint64) bool {
 	if h.innerLen(rec) < 0 {
 		return false
 	}
-	cp := bytes.Clone(rec)
+	buf := bufferpool.Default().Get(len(rec))
+	cp := (*buf)[:copy(*buf, rec)]
 	_, _, ok := h.open(cp[h.payloadOffset():][:0], cp, seq)
 	clear(cp)
+	bufferpool.Default().Put(buf)
 	return ok
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/readyconn/readyconn/bufferpool"
 )
 
 // TLS record framing, as read by HandshakeConn.
@@ -83,10 +85,10 @@ func NewHandshakeConn(c net.Conn, capture bool) *HandshakeConn {
 
 // ReadRecords returns copies of the records read, in order, header included.
 // They are complete only if Overflow is false.
-func (h *HandshakeConn) ReadRecords() [][]byte { return h.in.records }
+func (h *HandshakeConn) ReadRecords() [][]byte { return h.in.all() }
 
 // WrittenRecords returns copies of the records written, in order.
-func (h *HandshakeConn) WrittenRecords() [][]byte { return h.out.records }
+func (h *HandshakeConn) WrittenRecords() [][]byte { return h.out.all() }
 
 // Overflow reports whether more than 1 MiB went through a capturing
 // HandshakeConn, so that not every record was kept.
@@ -95,13 +97,14 @@ func (h *HandshakeConn) Overflow() bool { return h.overflow }
 // Between reports whether the reading side is at a record boundary and
 // nothing was written that does not end a record.
 func (h *HandshakeConn) Between() bool {
-	return h.hdrOff == 0 && h.remaining == 0 && len(h.out.cur) == 0 && h.out.want == 0
+	return h.hdrOff == 0 && h.remaining == 0 && !h.out.pending()
 }
 
 // StopCapture drops the copies and keeps no more.
 func (h *HandshakeConn) StopCapture() {
 	h.capture = false
-	h.in, h.out = recordLog{}, recordLog{}
+	h.in.free()
+	h.out.free()
 }
 
 // Passthrough makes reads and writes go straight to the connection from now
@@ -213,37 +216,76 @@ func (h *HandshakeConn) log(l *recordLog, b []byte) {
 	h.captured += len(b)
 	if h.captured > maxCapture {
 		h.overflow = true
-		h.in, h.out = recordLog{}, recordLog{}
+		h.in.free()
+		h.out.free()
 		h.capture = false
 		return
 	}
 	l.add(b)
 }
 
-// recordLog cuts a stream of bytes into TLS records.
+// recordLog cuts a stream of bytes into TLS records. The bytes are kept in
+// one buffer from the default pool, grown by doubling, so that a handshake
+// leaves no garbage of its own behind (garbage interleaved with the
+// connection's long-lived objects keeps heap spans in use); free returns it.
 type recordLog struct {
-	cur     []byte // the record being collected
-	want    int    // its total length, once the header is complete
-	records [][]byte
+	buf     *[]byte // from bufferpool.Default(); (*buf)[:n] holds the records
+	n       int
+	start   int // where the record being collected starts
+	want    int // its total length, once the header is complete
+	ends    []int
+	records [][]byte // views of (*buf), made by all
 }
 
 func (l *recordLog) add(b []byte) {
-	for len(b) > 0 {
+	if l.buf == nil {
+		l.buf = bufferpool.Default().Get(max(4<<10, len(b)))
+	}
+	if need := l.n + len(b); need > len(*l.buf) {
+		nb := bufferpool.Default().Get(max(need, 2*len(*l.buf)))
+		copy(*nb, (*l.buf)[:l.n])
+		bufferpool.Default().Put(l.buf)
+		l.buf = nb
+	}
+	l.n += copy((*l.buf)[l.n:], b)
+	for {
+		cur := (*l.buf)[l.start:l.n]
 		if l.want == 0 {
-			k := min(TLSHeaderLen-len(l.cur), len(b))
-			l.cur = append(l.cur, b[:k]...)
-			b = b[k:]
-			if len(l.cur) < TLSHeaderLen {
+			if len(cur) < TLSHeaderLen {
 				return
 			}
-			l.want = TLSHeaderLen + (int(l.cur[3])<<8 | int(l.cur[4]))
+			l.want = TLSHeaderLen + (int(cur[3])<<8 | int(cur[4]))
 		}
-		k := min(l.want-len(l.cur), len(b))
-		l.cur = append(l.cur, b[:k]...)
-		b = b[k:]
-		if len(l.cur) == l.want {
-			l.records = append(l.records, l.cur)
-			l.cur, l.want = nil, 0
+		if len(cur) < l.want {
+			return
 		}
+		l.start += l.want
+		l.ends = append(l.ends, l.start)
+		l.want = 0
 	}
+}
+
+// all returns the complete records, valid until free.
+func (l *recordLog) all() [][]byte {
+	l.records = l.records[:0]
+	start := 0
+	for _, end := range l.ends {
+		l.records = append(l.records, (*l.buf)[start:end:end])
+		start = end
+	}
+	return l.records
+}
+
+// pending reports whether bytes of an incomplete record are kept.
+func (l *recordLog) pending() bool { return l.n > l.start }
+
+// free returns the buffer. The bytes were records of a handshake (and, after
+// it, records sealed under keys this side no longer uses); they are cleared
+// anyway.
+func (l *recordLog) free() {
+	if l.buf != nil {
+		clear((*l.buf)[:l.n])
+		bufferpool.Default().Put(l.buf)
+	}
+	*l = recordLog{}
 }
