@@ -24,7 +24,7 @@ const DefaultBufferedSize = 4096
 // Buffered go straight into the caller's slice.
 //
 // It has bufio.Reader's methods with bufio.Reader's semantics, and these
-// differences, all of them about memory:
+// differences, the first four about memory:
 //
 //   - Peek(n) may ask for more than Size() bytes: it gathers reads into a
 //     buffer that grows with what arrives (never taking n bytes before they
@@ -38,6 +38,10 @@ const DefaultBufferedSize = 4096
 //   - WriteTo never hands the underlying connection to the writer's
 //     ReadFrom (which would wait in a read holding a buffer): it writes each
 //     buffer as it arrives.
+//   - Read retries an underlying read that returns nothing and no error
+//     (up to 100 times, then io.ErrNoProgress) rather than returning
+//     (0, nil); a Reader that reports an impossible count gets an error, not
+//     a panic; and sizes below 16 bytes are kept (bufio raises them to 16).
 //
 // Errors behave as in bufio.Reader: an error from the underlying Reader is
 // returned after the bytes read before it have been consumed, once; the next
