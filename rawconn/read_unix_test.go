@@ -9,9 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -45,24 +43,6 @@ func pair(t *testing.T, network string) (conn, conn) {
 var networks = []string{"tcp", "unix"}
 
 func debugPool() *bufferpool.Tiered { return bufferpool.NewTiered(bufferpool.WithDebug()) }
-
-// waitParked waits until some goroutine is parked in the network poller
-// inside fn.
-func waitParked(t *testing.T, fn string) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
-				return
-			}
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("no goroutine parked in %s", fn)
-}
 
 // readAll reads n bytes with ReadOnReady, returning them and checking each
 // buffer against the pool contract.
@@ -143,7 +123,7 @@ func TestEOFWhileParked(t *testing.T) {
 				pool.Put(buf)
 				done <- err
 			}()
-			waitParked(t, "rawconn.(*Reader).ReadOnReady")
+			testnet.WaitParked(t, "rawconn.(*Reader).ReadOnReady")
 			require.Zero(t, pool.Stats().InUseBytes)
 			wc.Close()
 			require.ErrorIs(t, <-done, io.EOF)
@@ -166,7 +146,7 @@ func TestPeerReset(t *testing.T) {
 		pool.Put(buf)
 		done <- err
 	}()
-	waitParked(t, "rawconn.(*Reader).ReadOnReady")
+	testnet.WaitParked(t, "rawconn.(*Reader).ReadOnReady")
 	require.NoError(t, wc.(*net.TCPConn).SetLinger(0))
 	require.NoError(t, wc.Close())
 	err = <-done
@@ -243,17 +223,15 @@ func TestCloseWhileParked(t *testing.T) {
 				pool.Put(buf)
 				done <- err
 			}()
-			waitParked(t, "rawconn.(*Reader).ReadOnReady")
+			testnet.WaitParked(t, "rawconn.(*Reader).ReadOnReady")
 			require.Zero(t, pool.Stats().InUseBytes)
-			start := time.Now()
 			require.NoError(t, rc.Close())
 			select {
 			case err := <-done:
 				require.ErrorIs(t, err, net.ErrClosed)
-			case <-time.After(5 * time.Second):
+			case <-time.After(30 * time.Second):
 				t.Fatal("Close did not unblock ReadOnReady")
 			}
-			require.Less(t, time.Since(start), 2*time.Second)
 			require.Zero(t, pool.Stats().InUseBytes)
 
 			// Further reads fail at once.
@@ -283,7 +261,7 @@ func TestIdleHoldsNoBuffer(t *testing.T) {
 					buf, n, err := r.ReadOnReady(32*1024, pool)
 					done <- res{buf, n, err}
 				}()
-				waitParked(t, "rawconn.(*Reader).ReadOnReady")
+				testnet.WaitParked(t, "rawconn.(*Reader).ReadOnReady")
 				require.Zero(t, pool.Stats().InUseBytes)
 				_, err := wc.Write(bytes.Repeat([]byte("m"), 100))
 				require.NoError(t, err)
@@ -391,8 +369,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 	_, err = wc.Write(make([]byte, 64*1024))
 	require.NoError(t, err)
 	// Let the bytes arrive so that no read parks.
-	readAll(t, r, 1, 1, pool)
-	time.Sleep(20 * time.Millisecond)
+	queuedOn(t, rc, 64*1024)
 	allocs := testing.AllocsPerRun(200, func() {
 		buf, n, err := r.ReadOnReady(100, pool)
 		if err != nil || n == 0 {
@@ -444,7 +421,7 @@ func TestPipe(t *testing.T) {
 	go func() {
 		done <- readAll(t, r, 11, 4096, pool)
 	}()
-	waitParked(t, "rawconn.(*Reader).ReadOnReady")
+	testnet.WaitParked(t, "rawconn.(*Reader).ReadOnReady")
 	require.Zero(t, pool.Stats().InUseBytes)
 	_, err = pw.Write([]byte("hello pipe!"))
 	require.NoError(t, err)
@@ -492,4 +469,72 @@ func TestSeqPacketEOF(t *testing.T) {
 		require.ErrorIs(t, err, io.EOF)
 	}
 	require.Zero(t, pool.Stats().InUseBytes)
+}
+
+// TestWakeAllocs checks that a read that waits for the poller allocates
+// nothing in the steady state: the peer echoes each message, so that most
+// reads park before the reply arrives.
+func TestWakeAllocs(t *testing.T) {
+	rc, peer := pair(t, "tcp")
+	go func() {
+		p := make([]byte, 100)
+		for {
+			if _, err := io.ReadFull(peer, p); err != nil {
+				return
+			}
+			if _, err := peer.Write(p); err != nil {
+				return
+			}
+		}
+	}()
+	pool := bufferpool.NewTiered()
+	r, err := rawconn.New(rc)
+	require.NoError(t, err)
+	msg := make([]byte, 100)
+	roundTrip := func() {
+		if _, err := rc.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(msg); {
+			buf, n, err := r.ReadOnReady(32<<10, pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+			pool.Put(buf)
+		}
+	}
+	roundTrip()
+	allocs := testing.AllocsPerRun(200, roundTrip)
+	if !raceEnabled { // sync.Pool drops Puts under the race detector
+		require.Zero(t, allocs)
+	}
+}
+
+// TestDatagramAllocs checks the wait of a datagram socket (poll(2) rather
+// than a probe read) allocates nothing.
+func TestDatagramAllocs(t *testing.T) {
+	rc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer rc.Close()
+	wc, err := net.DialUDP("udp", nil, rc.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	defer wc.Close()
+	pool := bufferpool.NewTiered()
+	r, err := rawconn.New(rc)
+	require.NoError(t, err)
+	dgram := make([]byte, 300)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := wc.Write(dgram); err != nil {
+			t.Fatal(err)
+		}
+		buf, n, err := r.ReadOnReady(4096, pool)
+		if err != nil || n != len(dgram) {
+			t.Fatal(n, err)
+		}
+		pool.Put(buf)
+	})
+	if !raceEnabled {
+		require.Zero(t, allocs)
+	}
 }

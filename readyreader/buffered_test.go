@@ -7,12 +7,18 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
+	"github.com/readyconn/readyconn/rawconn"
 	"github.com/readyconn/readyconn/readyreader"
 )
 
@@ -303,7 +309,7 @@ func TestBufferedSockets(t *testing.T) {
 				n, err := b.Read(p)
 				done <- res{string(p[:n]), err}
 			}()
-			waitBlocked(t, "readyreader.(*Buffered).Read")
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Read")
 			require.Zero(t, pool.Stats().InUseBytes)
 			_, err := w.Write(bytes.Repeat([]byte("x"), 100))
 			require.NoError(t, err)
@@ -324,7 +330,7 @@ func TestBufferedSockets(t *testing.T) {
 				n, err := io.ReadFull(b, p)
 				done <- res{string(p[:n]), err}
 			}()
-			waitBlocked(t, "readyreader.(*Buffered).Read")
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Read")
 			require.Zero(t, pool.Stats().InUseBytes)
 			big := bytes.Repeat([]byte("0123456789abcdef"), 512)
 			_, err = w.Write(big)
@@ -342,7 +348,7 @@ func TestBufferedSockets(t *testing.T) {
 				p, err := b.Peek(10)
 				done <- res{string(p), err}
 			}()
-			waitBlocked(t, "readyreader.(*Buffered).Peek")
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Peek")
 			require.LessOrEqual(t, pool.Stats().InUseBytes, int64(64))
 			_, err = w.Write([]byte("defghijkl"))
 			require.NoError(t, err)
@@ -377,13 +383,13 @@ func TestBufferedSockets(t *testing.T) {
 				_, err := b.Read(make([]byte, 10))
 				errc <- err
 			}()
-			waitBlocked(t, "readyreader.(*Buffered).Read")
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Read")
 			require.Zero(t, pool.Stats().InUseBytes)
 			require.NoError(t, r.Close())
 			select {
 			case err := <-errc:
 				require.ErrorIs(t, err, net.ErrClosed)
-			case <-time.After(5 * time.Second):
+			case <-time.After(30 * time.Second):
 				t.Fatal("Close did not unblock Read")
 			}
 			require.Zero(t, pool.Stats().InUseBytes)
@@ -402,7 +408,6 @@ func TestBufferedSteadyStateAllocs(t *testing.T) {
 	}()
 	_, err := io.ReadFull(b, make([]byte, 1))
 	require.NoError(t, err)
-	time.Sleep(20 * time.Millisecond)
 	small := make([]byte, 100)
 	large := make([]byte, 8192)
 	for name, f := range map[string]func(){
@@ -422,4 +427,296 @@ func TestBufferedSteadyStateAllocs(t *testing.T) {
 	_, err = io.Copy(io.Discard, io.LimitReader(b, 1<<20-1-50*(100+8192+1+10)-4*(100+8192+1+10)))
 	require.NoError(t, err)
 	require.NoError(t, <-werr)
+}
+
+// TestPeekTakesNoMemoryBeforeBytes asks for a 64 MiB Peek while the peer
+// is silent: no buffer of that size may be taken before bytes arrive, on
+// the blocking fallback (net.Pipe) or on a socket, and while the rest is
+// awaited the buffer is sized to what arrived.
+func TestPeekTakesNoMemoryBeforeBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pair func(t *testing.T) (net.Conn, net.Conn)
+		idle int64  // pool bytes allowed while nothing has arrived
+		gets uint64 // pool Gets once the first bytes are in
+	}{
+		// The blocking fallback pins the one read of Size() it waits in.
+		{name: "blocking", pair: func(t *testing.T) (net.Conn, net.Conn) {
+			a, b := net.Pipe()
+			t.Cleanup(func() { a.Close(); b.Close() })
+			return a, b
+		}, idle: 4096, gets: 2},
+		{name: "tcp", pair: func(t *testing.T) (net.Conn, net.Conn) { return pair(t, "tcp") }, idle: 0, gets: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w := tc.pair(t)
+			pool := bufferpool.NewTiered()
+			b := readyreader.NewBuffered(readyreader.New(r), 4096, pool)
+			type res struct {
+				n   int
+				err error
+			}
+			done := make(chan res, 1)
+			go func() {
+				p, err := b.Peek(64 << 20)
+				done <- res{len(p), err}
+			}()
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Peek")
+			require.LessOrEqual(t, pool.Stats().InUseBytes, tc.idle)
+			_, err := w.Write(bytes.Repeat([]byte("p"), 10))
+			require.NoError(t, err)
+			// The ten bytes arrived and Peek waits for more, holding a
+			// small buffer (64 B gathering, or rawconn's first wake-up
+			// buffer of 128 B).
+			for pool.Stats().Gets < tc.gets {
+				runtime.Gosched()
+			}
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Peek")
+			require.LessOrEqual(t, pool.Stats().InUseBytes, tc.idle+128)
+			require.NoError(t, w.Close())
+			got := <-done
+			require.Equal(t, 10, got.n)
+			require.ErrorIs(t, got.err, io.EOF)
+			b.Reset(nil)
+			require.Zero(t, pool.Stats().InUseBytes)
+		})
+	}
+}
+
+// TestSliceValidUntilNextCall checks that the slices of ReadSlice, ReadLine
+// and Peek keep their bytes until the next call even when the call
+// consumed the last buffered byte (a debug pool poisons what it gets
+// back), and that the next call gives the buffer back.
+func TestSliceValidUntilNextCall(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		call func(b *readyreader.Buffered) ([]byte, error)
+		want string
+	}{
+		{"ReadSlice", func(b *readyreader.Buffered) ([]byte, error) { return b.ReadSlice('\n') }, "line\n"},
+		{"ReadLine", func(b *readyreader.Buffered) ([]byte, error) {
+			l, _, err := b.ReadLine()
+			return l, err
+		}, "line"},
+		{"ReadSlice at EOF", func(b *readyreader.Buffered) ([]byte, error) {
+			p, err := b.ReadSlice('x')
+			require.ErrorIs(t, err, io.EOF)
+			return p, nil
+		}, "line\n"},
+		{"Peek", func(b *readyreader.Buffered) ([]byte, error) { return b.Peek(5) }, "line\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := debugPool()
+			b := readyreader.NewBuffered(&chunks{c: []string{"line\n"}}, 16, pool)
+			p, err := tc.call(b)
+			require.NoError(t, err)
+			require.Positive(t, pool.Stats().InUseBytes, "the slice's buffer is held")
+			require.Equal(t, tc.want, string(p), "the slice was released early")
+			if tc.name == "Peek" {
+				_, err = b.Discard(5)
+				require.NoError(t, err)
+			} else {
+				_, err = b.ReadByte()
+				require.ErrorIs(t, err, io.EOF)
+			}
+			require.Zero(t, pool.Stats().InUseBytes)
+		})
+	}
+}
+
+// TestSliceReleasedBeforeWaiting checks that a buffer held for a slice
+// goes back before the next call waits for the connection.
+func TestSliceReleasedBeforeWaiting(t *testing.T) {
+	r, w := pair(t, "tcp")
+	pool := debugPool()
+	b := readyreader.NewBuffered(readyreader.New(r), 4096, pool)
+	_, err := w.Write([]byte("one\n"))
+	require.NoError(t, err)
+	line, err := b.ReadSlice('\n')
+	require.NoError(t, err)
+	require.Equal(t, "one\n", string(line))
+	done := make(chan string, 1)
+	go func() {
+		s, _ := b.ReadString('\n')
+		done <- s
+	}()
+	testnet.WaitBlocked(t, "readyreader.(*Buffered).ReadSlice")
+	require.Zero(t, pool.Stats().InUseBytes, "parked holding the last slice's buffer")
+	_, err = w.Write([]byte("two\n"))
+	require.NoError(t, err)
+	require.Equal(t, "two\n", <-done)
+	require.Zero(t, pool.Stats().InUseBytes)
+}
+
+// TestUnreadAfterRelease unreads a byte and runes after the Buffered gave
+// its buffer back: a small buffer is taken for the bytes, which read back
+// exactly (an invalid byte too, not its replacement character).
+func TestUnreadAfterRelease(t *testing.T) {
+	pool := debugPool()
+	b := readyreader.NewBuffered(&chunks{c: []string{"a", "日", "\xff", "z"}}, 16, pool)
+	c, err := b.ReadByte()
+	require.NoError(t, err)
+	require.Equal(t, byte('a'), c)
+	require.Zero(t, pool.Stats().InUseBytes)
+	require.NoError(t, b.UnreadByte())
+	require.Equal(t, 1, b.Buffered())
+	c, err = b.ReadByte()
+	require.NoError(t, err)
+	require.Equal(t, byte('a'), c)
+	for _, want := range []struct {
+		r    rune
+		size int
+		raw  string
+	}{{'日', 3, "日"}, {utf8.RuneError, 1, "\xff"}, {'z', 1, "z"}} {
+		r, size, err := b.ReadRune()
+		require.NoError(t, err)
+		require.Equal(t, want.r, r)
+		require.Equal(t, want.size, size)
+		require.Zero(t, pool.Stats().InUseBytes)
+		require.NoError(t, b.UnreadRune())
+		p, err := b.Peek(size)
+		require.NoError(t, err)
+		require.Equal(t, want.raw, string(p))
+		r, _, err = b.ReadRune()
+		require.NoError(t, err)
+		require.Equal(t, want.r, r)
+	}
+	_, _, err = b.ReadRune()
+	require.ErrorIs(t, err, io.EOF)
+	require.Zero(t, pool.Stats().InUseBytes)
+}
+
+// shortWriter writes at most max bytes per call, with no error.
+type shortWriter struct {
+	max int
+	n   int // negative: report this count
+}
+
+func (w shortWriter) Write(p []byte) (int, error) {
+	if w.n < 0 {
+		return w.n, nil
+	}
+	return min(len(p), w.max), nil
+}
+
+func TestWriteToShortAndBadWrites(t *testing.T) {
+	pool := debugPool()
+	b := readyreader.NewBuffered(&chunks{c: []string{"abcdef"}}, 16, pool)
+	n, err := b.WriteTo(shortWriter{max: 2})
+	require.ErrorIs(t, err, io.ErrShortWrite)
+	require.Equal(t, int64(2), n)
+	require.Equal(t, 4, b.Buffered(), "the unwritten bytes stay")
+	n, err = b.WriteTo(shortWriter{n: -1})
+	require.ErrorContains(t, err, "invalid write")
+	require.Zero(t, n)
+	rest, err := io.ReadAll(b)
+	require.NoError(t, err)
+	require.Equal(t, "cdef", string(rest))
+	require.Zero(t, pool.Stats().InUseBytes)
+}
+
+// TestWriteToSocket copies a stream with io.Copy, which uses WriteTo: no
+// buffer is held while it waits for the next bytes.
+func TestWriteToSocket(t *testing.T) {
+	r, w := pair(t, "tcp")
+	pool := debugPool()
+	b := readyreader.NewBuffered(readyreader.New(r), 4096, pool)
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(&out, b)
+		done <- err
+	}()
+	msg := bytes.Repeat([]byte("0123456789"), 1000)
+	for i := range 3 {
+		testnet.WaitBlocked(t, "readyreader.(*Buffered).WriteTo")
+		require.Zero(t, pool.Stats().InUseBytes, "round %d", i)
+		_, err := w.Write(msg)
+		require.NoError(t, err)
+	}
+	require.NoError(t, w.Close())
+	require.NoError(t, <-done)
+	require.Equal(t, bytes.Repeat(msg, 3), out.Bytes())
+	require.Zero(t, pool.Stats().InUseBytes)
+}
+
+func TestErrInvalidSizeEverywhere(t *testing.T) {
+	require.Same(t, rawconn.ErrInvalidSize, readyreader.ErrInvalidSize)
+	r, _ := pair(t, "tcp")
+	pool := debugPool()
+	for name, rd := range map[string]readyreader.Reader{
+		"New(socket)": readyreader.New(r),
+		"blocking":    readyreader.New(onlyReader{bytes.NewReader(nil)}),
+		"Buffered":    readyreader.NewBuffered(emptyReader{}, 0, pool),
+	} {
+		_, _, err := rd.ReadOnReady(0, pool)
+		require.Same(t, readyreader.ErrInvalidSize, err, name)
+	}
+}
+
+// stepReader is a Reader that runs one scripted step per ReadOnReady.
+type stepReader []func(size int, pool bufferpool.Pool) (*[]byte, int, error)
+
+func (s *stepReader) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte, int, error) {
+	if len(*s) == 0 {
+		return nil, 0, io.EOF
+	}
+	step := (*s)[0]
+	*s = (*s)[1:]
+	return step(size, pool)
+}
+
+// give returns a step that takes a buffer of n bytes (at least the data)
+// from the pool and returns data in it, with err.
+func give(data string, n int, err error) func(int, bufferpool.Pool) (*[]byte, int, error) {
+	return func(_ int, pool bufferpool.Pool) (*[]byte, int, error) {
+		buf := pool.Get(max(n, len(data)))
+		return buf, copy(*buf, data), err
+	}
+}
+
+// TestPeekGatherEdges covers the second and later reads of a Peek that
+// gathers: a Reader returning a buffer of its own choosing larger than the
+// free tail, empty reads, bad counts and errors.
+func TestPeekGatherEdges(t *testing.T) {
+	boom := errors.New("boom")
+	empty := func(int, bufferpool.Pool) (*[]byte, int, error) { return nil, 0, nil }
+	emptyWithBuffer := func(_ int, pool bufferpool.Pool) (*[]byte, int, error) { return pool.Get(8), 0, nil }
+	lie := func(_ int, pool bufferpool.Pool) (*[]byte, int, error) { return pool.Get(1), 2, nil }
+	lieLent := func(size int, pool bufferpool.Pool) (*[]byte, int, error) { return pool.Get(size), size + 1, nil }
+	steps := func(s ...func(int, bufferpool.Pool) (*[]byte, int, error)) []func(int, bufferpool.Pool) (*[]byte, int, error) {
+		return s
+	}
+	for _, tc := range []struct {
+		name    string
+		steps   []func(int, bufferpool.Pool) (*[]byte, int, error)
+		want    string
+		wantErr error
+	}{
+		{name: "own larger buffer", steps: steps(give("abc", 0, nil), give("defghij", 4096, nil)), want: "abcdefghij"},
+		{name: "own buffer with error", steps: steps(give("abc", 0, nil), give("defghij", 4096, boom)), want: "abcdefghij"},
+		{name: "empty reads", steps: steps(give("abc", 0, nil), empty, emptyWithBuffer, give("defghij", 0, nil)), want: "abcdefghij"},
+		{name: "no progress", steps: append(steps(give("abc", 0, nil)), slices.Repeat(steps(empty), 100)...), want: "abc", wantErr: io.ErrNoProgress},
+		{name: "bad count", steps: steps(give("abc", 0, nil), lie), want: "abc", wantErr: errors.New("invalid count")},
+		{name: "bad count in the lent tail", steps: steps(give("abc", 0, nil), lieLent), want: "abc", wantErr: errors.New("invalid count")},
+		{name: "error", steps: steps(give("abc", 0, nil), func(int, bufferpool.Pool) (*[]byte, int, error) { return nil, 0, boom }), want: "abc", wantErr: boom},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := debugPool()
+			sr := stepReader(tc.steps)
+			b := readyreader.NewBuffered(&sr, 4096, pool)
+			p, err := b.Peek(10)
+			require.Equal(t, tc.want, string(p))
+			switch {
+			case tc.wantErr == nil:
+				require.NoError(t, err)
+			case strings.Contains(tc.wantErr.Error(), "invalid count"):
+				require.ErrorContains(t, err, "invalid count")
+			default:
+				require.ErrorIs(t, err, tc.wantErr)
+			}
+			b.Reset(nil)
+			require.Zero(t, pool.Stats().InUseBytes)
+		})
+	}
 }

@@ -88,3 +88,38 @@ func ExampleNewBuffered() {
 	// in use when empty: 0
 	// EOF
 }
+
+// ExampleBuffered_ReadString reads a line-based protocol with the methods
+// of a bufio.Reader; between lines, and while it waits for the next one,
+// the Buffered holds no buffer.
+func ExampleBuffered_ReadString() {
+	client, server := net.Pipe()
+	go func() {
+		client.Write([]byte("HELLO 3\r\nfoo bar 42\n"))
+		client.Close()
+	}()
+	defer server.Close()
+
+	pool := bufferpool.NewTiered()
+	br := readyreader.NewBuffered(readyreader.New(server), 4096, pool)
+	line, _, err := br.ReadLine() // valid until the next call on br
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("%q\n", line)
+	var a, b string
+	var n int
+	fmt.Fscan(br, &a, &b, &n) // Buffered is an io.RuneScanner
+	fmt.Println(a, b, n)
+	rest, err := br.ReadString('\n')
+	fmt.Printf("%q %v\n", rest, err)
+	fmt.Println("in use when empty:", pool.Stats().InUseBytes)
+	_, err = br.ReadString('\n')
+	fmt.Println(err)
+	// Output:
+	// "HELLO 3"
+	// foo bar 42
+	// "\n" <nil>
+	// in use when empty: 0
+	// EOF
+}

@@ -1,7 +1,9 @@
 package readyreader_test
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 
@@ -84,4 +86,170 @@ func FuzzBuffered(f *testing.F) {
 		b.Reset(nil)
 		require.Zero(t, pool.Stats().InUseBytes)
 	})
+}
+
+// chunkReader is an io.Reader that returns its chunks in order (a chunk
+// longer than the caller's slice over several reads), then err forever;
+// with errWithData the last chunk comes with err.
+type chunkReader struct {
+	chunks      [][]byte
+	err         error
+	errWithData bool
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
+	if len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+		if len(r.chunks) == 0 && r.errWithData {
+			return n, r.err
+		}
+	}
+	return n, nil
+}
+
+// onlyWriter hides every method but Write (bytes.Buffer's ReadFrom).
+type onlyWriter struct{ io.Writer }
+
+// FuzzBufioDifferential runs one sequence of operations on a bufio.Reader
+// and on a Buffered (through readyreader.New's blocking fallback) reading
+// the same chunked stream, and requires the same result from every call.
+// Peek stays within Size() (Buffered gathers past it where bufio fails) and
+// reads go through io.ReadFull (the two buffer differently, so a single
+// Read may return fewer bytes from one than from the other). A slice is
+// compared before the next call, against a debug pool that poisons every
+// buffer it gets back: a slice released too early shows.
+func FuzzBufioDifferential(f *testing.F) {
+	f.Add([]byte("hello, world\nsecond line\r\nthird"), []byte{0x10, 3, 0x01, 0x22, 0x07, 0x38, 0x41, 0x52, 0x65, 0x7a, 0x8b, 0x93, 0xac, 0xb0})
+	f.Add([]byte("日本語, unicode\xff\xfe and more"), []byte{0x31, 2, 5, 1, 0x33, 0x34, 0x43, 0x44, 0x23, 0x24, 0x33, 0x34})
+	f.Add(bytes.Repeat([]byte("0123456789abcdef"), 20), []byte{0x8f, 9, 17, 0x7e, 0x7e, 0x8e, 0x9e, 0x5f, 0x6f, 0xc0})
+	f.Add([]byte{}, []byte{0x00, 0x11, 0x32, 0x83, 0xb4})
+	f.Fuzz(func(t *testing.T, data, ops []byte) {
+		if len(ops) < 2 {
+			return
+		}
+		size := 16 + int(ops[0]&0x3f) // bufio's smallest buffer is 16 bytes
+		var endErr error = io.EOF
+		if ops[1]&0x80 != 0 {
+			endErr = errors.New("custom")
+		}
+		errWithData := ops[1]&0x40 != 0
+		// The next bytes chunk the stream (no empty chunk: bufio returns
+		// an empty read where Buffered retries it).
+		var pieces [][]byte
+		rest, i := data, 2
+		for len(rest) > 0 {
+			k := len(rest)
+			if i < len(ops) {
+				k = min(k, int(ops[i]%40)+1)
+				i++
+			}
+			pieces = append(pieces, rest[:k])
+			rest = rest[k:]
+		}
+		chunkCopy := func() [][]byte {
+			c := make([][]byte, len(pieces))
+			copy(c, pieces)
+			return c
+		}
+		br := bufio.NewReaderSize(&chunkReader{chunks: chunkCopy(), err: endErr, errWithData: errWithData}, size)
+		pool := debugPool()
+		// bb reads through the blocking fallback, which takes a buffer of
+		// the size asked for; bc through a Reader that returns buffers
+		// sized to what arrived, as rawconn does.
+		bb := readyreader.NewBuffered(readyreader.New(onlyReader{&chunkReader{chunks: chunkCopy(), err: endErr, errWithData: errWithData}}), size, pool)
+		src := &chunks{err: endErr}
+		for _, c := range pieces {
+			src.c = append(src.c, string(c))
+		}
+		if errWithData && len(pieces) > 0 {
+			src.errs = map[int]error{len(pieces) - 1: endErr}
+		}
+		bc := readyreader.NewBuffered(src, size, pool)
+		defer func() {
+			bb.Reset(nil)
+			bc.Reset(nil)
+			require.Zero(t, pool.Stats().InUseBytes)
+		}()
+		type result struct {
+			s   string
+			n   int
+			ok  bool
+			err error
+		}
+		run := func(r bufReader, op byte) result {
+			n := int(op >> 4) // 0..15
+			switch op & 0x0f {
+			case 0, 1:
+				p := make([]byte, n*7%(2*size+1))
+				m, err := io.ReadFull(r, p)
+				return result{s: string(p[:m]), n: m, err: err}
+			case 2:
+				c, err := r.ReadByte()
+				return result{s: string(c), err: err}
+			case 3:
+				return result{err: r.UnreadByte()}
+			case 4:
+				c, m, err := r.ReadRune()
+				return result{s: string(c), n: m, err: err}
+			case 5:
+				return result{err: r.UnreadRune()}
+			case 6:
+				p, err := r.Peek(n * size / 15)
+				return result{s: string(p), err: err}
+			case 7:
+				m, err := r.Discard(n * 3)
+				return result{n: m, err: err}
+			case 8:
+				p, err := r.ReadSlice("\n, e"[n%4])
+				return result{s: string(p), err: err}
+			case 9:
+				line, isPrefix, err := r.ReadLine()
+				return result{s: string(line), ok: isPrefix, n: boolInt(line == nil), err: err}
+			case 10:
+				p, err := r.ReadBytes("\n, e"[n%4])
+				return result{s: string(p), err: err}
+			case 11:
+				s, err := r.ReadString("\n, e"[n%4])
+				return result{s: s, err: err}
+			case 12:
+				var w bytes.Buffer
+				m, err := r.WriteTo(onlyWriter{&w})
+				return result{s: w.String(), n: int(m), err: err}
+			default:
+				m, err := r.Read(nil)
+				return result{n: m, err: err}
+			}
+		}
+		sliceOut := false // the last call returned a slice of the buffer
+		for k, op := range ops[i:] {
+			want := run(br, op)
+			got := run(bb, op)
+			require.Equal(t, want, got, "op %d (%#x)", k, op)
+			got = run(bc, op)
+			require.Equal(t, want, got, "op %d (%#x), sized buffers", k, op)
+			switch kind := op & 0x0f; {
+			case kind == 6 || kind == 8 || kind == 9:
+				sliceOut = true
+			case kind <= 1 && int(op>>4)*7%(2*size+1) == 0:
+				// io.ReadFull of nothing does not call Read.
+			default:
+				sliceOut = false
+			}
+			if bb.Buffered() == 0 && bc.Buffered() == 0 && !sliceOut {
+				require.Zero(t, pool.Stats().InUseBytes, "op %d (%#x): idle Buffered holds a buffer", k, op)
+			}
+		}
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

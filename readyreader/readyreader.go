@@ -9,8 +9,15 @@
 // hands the buffer to the caller, who puts it back when the bytes are
 // consumed. [NewNonBlocking] builds such a Reader for the net package's bare
 // sockets on Unix (through package rawconn); [New] falls back to a blocking
-// Reader everywhere else; [NewBuffered] adds a bufio-like io.Reader on top
-// that returns its buffer to the pool whenever it runs empty.
+// Reader everywhere else; [NewBuffered] adds a [Buffered] on top: a
+// bufio.Reader, with the same methods and semantics (io.RuneScanner,
+// ReadSlice and ReadLine, io.WriterTo for io.Copy), that returns its buffer
+// to the pool whenever it runs empty.
+//
+// Errors are those of the connection: a rawconn Reader's look like
+// net.Conn.Read's for the same event, and the blocking Reader passes the
+// io.Reader's on. Every Reader of this module returns [ErrInvalidSize] for a
+// size below 1.
 package readyreader
 
 import (
@@ -38,9 +45,10 @@ type Reader interface {
 	ReadOnReady(size int, pool bufferpool.Pool) (buf *[]byte, n int, err error)
 }
 
-// ErrInvalidSize is returned by ReadOnReady of the Readers this package
-// builds, and by [Buffered.ReadOnReady], for a size below 1.
-var ErrInvalidSize = errors.New("readyreader: ReadOnReady size must be at least 1")
+// ErrInvalidSize is returned by ReadOnReady of every Reader of this module
+// (those this package builds, [Buffered.ReadOnReady], and the connections
+// of the packages above) for a size below 1. It is rawconn.ErrInvalidSize.
+var ErrInvalidSize = rawconn.ErrInvalidSize
 
 // errInvalidCount is returned when an io.Reader reports a count outside
 // [0, len(p)].

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -34,25 +33,6 @@ func pair(t testing.TB, network string) (net.Conn, net.Conn) {
 	}
 	c, s := testnet.TCPPair(t)
 	return s, c
-}
-
-// waitBlocked waits until a goroutine is blocked (in the poller or on a
-// channel/select) with fn on its stack.
-func waitBlocked(t *testing.T, fn string) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if (strings.Contains(g, "[IO wait") || strings.Contains(g, "[select") || strings.Contains(g, "[chan")) &&
-				strings.Contains(g, fn) {
-				return
-			}
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("no goroutine blocked in %s", fn)
 }
 
 // sysConnWrapper embeds a socket and exposes its SyscallConn, as gRPC's

@@ -1,0 +1,5 @@
+//go:build !race
+
+package readyreader_test
+
+const raceEnabled = false
