@@ -3,6 +3,7 @@ package tlsconn
 import (
 	"crypto/tls"
 	"fmt"
+	"runtime"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -69,6 +70,11 @@ func TestParkedStack(t *testing.T) {
 		return
 	}
 	const headroom = 150
+	// One P: the pools' per-P caches then hand each read the buffer the
+	// last one gave back, as a busy connection's reader gets it, instead of
+	// allocating at random (the allocator, refilling its caches, goes
+	// deeper than anything here).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	pool := bufferpool.NewTiered()
 	var p [64]byte
 	reads := []struct {

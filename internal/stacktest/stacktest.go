@@ -15,7 +15,9 @@
 // stack. The runtime's adaptive start size (GODEBUG adaptivestackstart)
 // starts them larger after a process has seen deep stacks, so tests call
 // [InChild] to re-run themselves in a child process with
-// GODEBUG=adaptivestackstart=0.
+// GODEBUG=adaptivestackstart=0 (and memprofilerate=0: heap profiling
+// records a stack trace, on the allocating goroutine's stack, for a random
+// sample of allocations).
 package stacktest
 
 import (
@@ -61,7 +63,10 @@ func InChild(t *testing.T) bool {
 	args := []string{"-test.run=^" + strings.ReplaceAll(regexpQuote(t.Name()), "/", "$/^") + "$", "-test.count=1", "-test.v"}
 	cmd := exec.Command(exe, args...)
 	env := []string{childEnv + "=" + t.Name()}
-	godebug := "adaptivestackstart=0"
+	// Goroutines start at the minimum stack; no allocation is sampled for
+	// the heap profile (a sampled allocation records a stack trace, deep
+	// on the allocating goroutine's stack, at random).
+	godebug := "adaptivestackstart=0,memprofilerate=0"
 	for _, kv := range os.Environ() {
 		switch {
 		case strings.HasPrefix(kv, childEnv+"="):
