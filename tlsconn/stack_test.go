@@ -1,3 +1,11 @@
+// The 150-byte promise holds where AES-GCM has assembly (crypto/aes on
+// amd64 and arm64). The generic Go AES-GCM of other architectures (386,
+// for one) needs more stack than a 2 KiB goroutine has left after a parked
+// read's frames: there a reader that decrypts keeps a 4 KiB stack, as a
+// crypto/tls reader does.
+
+//go:build amd64 || arm64
+
 package tlsconn
 
 import (

@@ -12,6 +12,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -75,6 +76,10 @@ func New(name string) (*PKI, error) {
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
+		// Set, so that crypto/x509 does not derive it, with SHA-1 in a
+		// module whose go directive predates Go 1.25 (x509sha256skid),
+		// which GODEBUG=fips140=only refuses.
+		SubjectKeyId: subjectKeyID(&caKey.PublicKey),
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
@@ -216,4 +221,15 @@ func writePEM(path, typ string, ders ...[]byte) error {
 		b = append(b, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})...)
 	}
 	return os.WriteFile(path, b, 0o600)
+}
+
+// subjectKeyID is the leftmost 160 bits of the SHA-256 hash of the encoded
+// public key: a key identifier in the spirit of RFC 7093, section 2.
+func subjectKeyID(pub crypto.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil
+	}
+	sum := sha256.Sum256(der)
+	return sum[:20]
 }
