@@ -150,3 +150,17 @@ func (c *Conn) keyUpdateNow(requested bool) error {
 }
 
 func errInvalidSize() error { return readyreader.ErrInvalidSize }
+
+// stackPair returns a handshaken tlsconn pair over TCP, with a few messages
+// exchanged to warm up the pools and caches a long-lived process has warm.
+func stackPair(t *testing.T, version uint16) (client, server *Conn) {
+	scfg := serverConfig(t)
+	scfg.MaxVersion = version
+	c, s := pairOf(t, ours, ours, clientConfig(t), scfg)
+	for range 3 {
+		transfer(t, s, c, make([]byte, msgLen), msgLen)
+	}
+	return c.(*Conn), s.(*Conn)
+}
+
+const msgLen = 10

@@ -11,8 +11,8 @@ package tlsconn
 import (
 	"crypto/tls"
 	"fmt"
-	"runtime"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,20 +24,6 @@ import (
 	"github.com/readyconn/readyconn/internal/stacktest"
 	"github.com/readyconn/readyconn/internal/testnet"
 )
-
-// stackPair returns a handshaken tlsconn pair over TCP, with a few messages
-// exchanged to warm up the pools and caches a long-lived process has warm.
-func stackPair(t *testing.T, version uint16) (client, server *Conn) {
-	scfg := serverConfig(t)
-	scfg.MaxVersion = version
-	c, s := pairOf(t, ours, ours, clientConfig(t), scfg)
-	for range 3 {
-		transfer(t, s, c, make([]byte, msgLen), msgLen)
-	}
-	return c.(*Conn), s.(*Conn)
-}
-
-const msgLen = 10
 
 // grew runs read twice on a goroutine whose stack has burn bytes used
 // (stacktest.Grew): the first read takes a message that is already on its
