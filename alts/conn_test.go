@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/record"
 )
 
 func TestAES128GCMVector(t *testing.T) {
@@ -396,7 +397,7 @@ func TestRekeyBoundary(t *testing.T) {
 	for _, sender := range []Side{ClientSide, ServerSide} {
 		t.Run("from-"+sender.String(), func(t *testing.T) {
 			bc := &bufConn{}
-			w, err := NewConn(bc, sender, AES128GCMRekey, testKeyRekey)
+			w, err := newConnUnguarded(bc, sender, AES128GCMRekey, testKeyRekey)
 			require.NoError(t, err)
 			w.setCounters(refCounter(sender, start), refCounter(other(sender), 0))
 			var want, all []byte
@@ -470,7 +471,7 @@ func TestCounterOverflow(t *testing.T) {
 	}{{AES128GCM, 1<<40 - 1}, {AES128GCMRekey, 1<<64 - 1}} {
 		t.Run(tt.protocol, func(t *testing.T) {
 			bc := &bufConn{}
-			w, err := NewConn(bc, ClientSide, tt.protocol, keyFor(tt.protocol), WithMaxFrameSize(MinFrameSize))
+			w, err := newConnUnguarded(bc, ClientSide, tt.protocol, keyFor(tt.protocol), WithMaxFrameSize(MinFrameSize))
 			require.NoError(t, err)
 			// Two frames left; a three-frame write writes two and fails.
 			w.setCounters(refCounter(ClientSide, tt.last-1), refCounter(ServerSide, 0))
@@ -551,7 +552,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range []int{1, 1 << 20} {
 				counting := &countingPool{Pool: bufferpool.NewTiered(bufferpool.WithDebug())}
-				c, err := NewConn(&bufConn{r: &chunkReader{data: tt.data, sizes: []int{chunk}}}, ServerSide, AES128GCM, testKey128, WithPool(counting))
+				c, err := newConnUnguarded(&bufConn{r: &chunkReader{data: tt.data, sizes: []int{chunk}}}, ServerSide, AES128GCM, testKey128, WithPool(counting))
 				require.NoError(t, err)
 				got, err := readAll(c, 1000)
 				require.ErrorIs(t, err, tt.target)
@@ -562,7 +563,7 @@ func TestBadInput(t *testing.T) {
 					require.ErrorIs(t, err2, tt.target)
 				}
 				require.Zero(t, counting.Pool.(*bufferpool.Tiered).Stats().InUseBytes)
-				require.LessOrEqual(t, counting.max, wakeReadSize, "no buffer sized by the bad header")
+				require.LessOrEqual(t, counting.max, record.WakeReadSize, "no buffer sized by the bad header")
 			}
 		})
 	}
@@ -582,7 +583,7 @@ func TestPartialFramePinsWhatArrived(t *testing.T) {
 	big := ref.frame(t, ClientSide, 0, make([]byte, MaxFrameSize-20))
 	cc := newChanConn()
 	tiered := bufferpool.NewTiered()
-	c, err := NewConn(cc, ServerSide, AES128GCM, testKey128, WithPool(tiered))
+	c, err := newConnUnguarded(cc, ServerSide, AES128GCM, testKey128, WithPool(tiered))
 	require.NoError(t, err)
 	got := make(chan error, 1)
 	go func() {
@@ -620,7 +621,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 			data := sealFrames(t, protocol, ClientSide, []byte("one"), make([]byte, 40000), []byte("three"))
 			cc := newChanConn()
 			pool := bufferpool.NewTiered(bufferpool.WithDebug())
-			c, err := NewConn(cc, ServerSide, protocol, keyFor(protocol), WithPool(pool))
+			c, err := newConnUnguarded(cc, ServerSide, protocol, keyFor(protocol), WithPool(pool))
 			require.NoError(t, err)
 			out := make(chan []byte)
 			go func() {
@@ -683,7 +684,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 			// Prepare 4 rounds of frames to replay.
 			msg := make([]byte, 20000)
 			w := &bufConn{}
-			wc, err := NewConn(w, ClientSide, protocol, keyFor(protocol), WithPool(pool))
+			wc, err := newConnUnguarded(w, ClientSide, protocol, keyFor(protocol), WithPool(pool))
 			require.NoError(t, err)
 			_, err = wc.Write(msg)
 			require.NoError(t, err)
@@ -697,7 +698,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 
 			data := w.written()
 			src := &loopReader{}
-			rc, err := NewConn(&bufConn{r: src}, ServerSide, protocol, keyFor(protocol), WithPool(pool))
+			rc, err := newConnUnguarded(&bufConn{r: src}, ServerSide, protocol, keyFor(protocol), WithPool(pool))
 			require.NoError(t, err)
 			buf := make([]byte, len(msg))
 			small := make([]byte, 1000)
@@ -723,7 +724,28 @@ func TestSteadyStateAllocs(t *testing.T) {
 				}
 			})
 			require.Zero(t, allocs, "Read")
+			// ReadOnReady: a whole frame into a buffer of the caller's
+			// pool, and frames larger than size in pieces.
+			out := bufferpool.NewTiered()
+			allocs = testing.AllocsPerRun(40, func() {
+				src.data = data[k*per : (k+1)*per]
+				k++
+				for got := 0; got < len(msg); {
+					size := 32 << 10
+					if got > 0 {
+						size = 1000
+					}
+					b, n, err := rc.ReadOnReady(size, out)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out.Put(b)
+					got += n
+				}
+			})
+			require.Zero(t, allocs, "ReadOnReady")
 			require.Zero(t, pool.Stats().InUseBytes)
+			require.Zero(t, out.Stats().InUseBytes)
 		})
 	}
 }
@@ -858,16 +880,32 @@ func TestConcurrentReadWrite(t *testing.T) {
 	require.Zero(t, pool.Stats().InUseBytes)
 }
 
-// TestPartialWrite checks the count a failing Write returns.
+// TestPartialWrite checks the count a failing Write returns: the frames
+// that reached the connection, the one cut midway included (its rest is
+// owed to the stream), and that the rest is sent before anything else.
 func TestPartialWrite(t *testing.T) {
 	lw := &limitedConn{limit: 2*MinFrameSize + 100}
-	c, err := NewConn(lw, ClientSide, AES128GCM, testKey128, WithMaxFrameSize(MinFrameSize))
+	pool := bufferpool.NewTiered(bufferpool.WithDebug())
+	c, err := newConnUnguarded(lw, ClientSide, AES128GCM, testKey128, WithMaxFrameSize(MinFrameSize), WithPool(pool))
 	require.NoError(t, err)
 	n, err := c.Write(make([]byte, 5*(MinFrameSize-frameOverhead)))
-	require.Error(t, err)
-	require.Equal(t, 2*(MinFrameSize-frameOverhead), n)
-	_, err2 := c.Write([]byte("x"))
-	require.Equal(t, err, err2, "write errors are sticky")
+	require.ErrorIs(t, err, errLimit)
+	require.Equal(t, 3*(MinFrameSize-frameOverhead), n)
+	require.Len(t, lw.written(), 2*MinFrameSize+100)
+	// The connection still fails: nothing more is committed.
+	n, err = c.Write([]byte("x"))
+	require.ErrorIs(t, err, errLimit)
+	require.Zero(t, n)
+	require.Len(t, lw.written(), 2*MinFrameSize+100)
+	// Once it works again, the cut frame is completed first.
+	lw.limit = 1 << 20
+	n, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got := refCipher{AES128GCM, testKey128}.decode(t, ClientSide, 0, lw.written())
+	require.Equal(t, append(make([]byte, 3*(MinFrameSize-frameOverhead)), 'x'), got)
+	require.NoError(t, c.Close())
+	require.Zero(t, pool.Stats().InUseBytes)
 }
 
 type limitedConn struct {
@@ -880,6 +918,7 @@ var errLimit = errors.New("limit reached")
 func (l *limitedConn) Write(p []byte) (int, error) {
 	n := min(len(p), l.limit)
 	l.limit -= n
+	l.bufConn.Write(p[:n])
 	if n < len(p) {
 		return n, errLimit
 	}
@@ -888,7 +927,7 @@ func (l *limitedConn) Write(p []byte) (int, error) {
 
 func TestAccessors(t *testing.T) {
 	bc := &bufConn{}
-	c, err := NewConn(bc, ServerSide, AES128GCMRekey, testKeyRekey)
+	c, err := newConnUnguarded(bc, ServerSide, AES128GCMRekey, testKeyRekey)
 	require.NoError(t, err)
 	require.Same(t, net.Conn(bc), c.NetConn())
 	require.Equal(t, ServerSide, c.Side())

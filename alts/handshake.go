@@ -211,7 +211,7 @@ func runHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, o
 			return nil, err
 		}
 	}
-	conn, err = NewConn(c, side, AES128GCMRekey, key, opts...)
+	conn, err = newConnUnguarded(c, side, AES128GCMRekey, key, opts...)
 	clear(key)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -95,7 +96,7 @@ func (b *bufConn) SetWriteDeadline(t time.Time) error { return nil }
 func sealFrames(t testing.TB, protocol string, side Side, msgs ...[]byte) []byte {
 	t.Helper()
 	bc := &bufConn{}
-	c, err := NewConn(bc, side, protocol, keyFor(protocol), WithPool(bufferpool.NewTiered()))
+	c, err := newConnUnguarded(bc, side, protocol, keyFor(protocol), WithPool(bufferpool.NewTiered()))
 	require.NoError(t, err)
 	for _, m := range msgs {
 		_, err := c.Write(m)
@@ -108,7 +109,7 @@ func sealFrames(t testing.TB, protocol string, side Side, msgs ...[]byte) []byte
 func newReaderConn(t testing.TB, protocol string, side Side, r io.Reader, opts ...Option) (*Conn, *bufferpool.Tiered) {
 	t.Helper()
 	pool := bufferpool.NewTiered(bufferpool.WithDebug())
-	c, err := NewConn(&bufConn{r: r}, side, protocol, keyFor(protocol), append([]Option{WithPool(pool)}, opts...)...)
+	c, err := newConnUnguarded(&bufConn{r: r}, side, protocol, keyFor(protocol), append([]Option{WithPool(pool)}, opts...)...)
 	require.NoError(t, err)
 	return c, pool
 }
@@ -223,9 +224,9 @@ func connPair(t testing.TB, protocol string, tcp bool, pool bufferpool.Pool, opt
 		a, b = net.Pipe()
 	}
 	opts = append([]Option{WithPool(pool)}, opts...)
-	cl, err := NewConn(a, ClientSide, protocol, keyFor(protocol), opts...)
+	cl, err := newConnUnguarded(a, ClientSide, protocol, keyFor(protocol), opts...)
 	require.NoError(t, err)
-	sv, err := NewConn(b, ServerSide, protocol, keyFor(protocol), opts...)
+	sv, err := newConnUnguarded(b, ServerSide, protocol, keyFor(protocol), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { cl.Close(); sv.Close() })
 	return cl, sv
@@ -292,4 +293,23 @@ func pinsWhileWaiting(t testing.TB, c net.Conn) bool {
 	require.Nil(t, buf)
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	return probe.max > 0
+}
+
+// minHold is the smallest buffer the record reader keeps a partial frame in.
+const minHold = 4 << 10
+
+// mustConn is newConnUnguarded, which must succeed: tests replay frames
+// sealed under fixed keys, which NewConn would refuse the second time.
+func mustConn(t testing.TB, c net.Conn, side Side, protocol string, key []byte, opts ...Option) *Conn {
+	t.Helper()
+	ac, err := newConnUnguarded(c, side, protocol, key, opts...)
+	require.NoError(t, err)
+	return ac
+}
+
+// randomKey returns a fresh key for protocol.
+func randomKey(t testing.TB, protocol string) []byte {
+	k := make([]byte, len(keyFor(protocol)))
+	rand.Read(k)
+	return k
 }
