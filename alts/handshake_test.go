@@ -537,21 +537,3 @@ func hsListen(t testing.TB) net.Listener {
 	require.NoError(t, err)
 	return ln
 }
-
-// hsFailingListener fails every Accept with a permanent error.
-type hsFailingListener struct{ net.Listener }
-
-var errHsBroken = errors.New("listener broke")
-
-func (hsFailingListener) Accept() (net.Conn, error) { return nil, errHsBroken }
-
-func TestListenerInnerError(t *testing.T) {
-	a, _ := hsPKIs(t)
-	inner := hsListen(t)
-	ln := NewListener(hsFailingListener{inner}, a.ServerConfig(false))
-	_, err := ln.Accept()
-	assert.ErrorIs(t, err, errHsBroken)
-	_, err = ln.Accept()
-	assert.ErrorIs(t, err, errHsBroken)
-	require.NoError(t, ln.Close())
-}
