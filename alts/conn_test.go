@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/internal/record"
+	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 func TestAES128GCMVector(t *testing.T) {
@@ -590,7 +593,7 @@ func TestPartialFramePinsWhatArrived(t *testing.T) {
 		_, err := io.ReadFull(c, make([]byte, MaxFrameSize-20))
 		got <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	cc.waitIdle(t)
 	require.Zero(t, tiered.Stats().InUseBytes, "idle")
 	arrived := 0
 	for _, piece := range []int{100, 900, 3000, 10_000, 50_000, 200_000, 1 << 20} {
@@ -600,9 +603,8 @@ func TestPartialFramePinsWhatArrived(t *testing.T) {
 		if arrived == len(big) {
 			break
 		}
-		// Wait until the reader has taken the piece in and parked again.
-		require.Eventually(t, func() bool { return len(cc.ch) == 0 && tiered.Stats().Gets == tiered.Stats().Puts+1 }, 5*time.Second, time.Millisecond)
-		time.Sleep(5 * time.Millisecond)
+		// Wait until the reader has taken the piece in and waits again.
+		cc.waitIdle(t)
 		held := tiered.Stats().InUseBytes
 		require.LessOrEqual(t, held, int64(max(2*arrived+arrived/2, 2*minHold)), "arrived %d", arrived)
 		require.GreaterOrEqual(t, held, int64(arrived))
@@ -636,7 +638,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 				}
 			}()
 			idle := func() {
-				time.Sleep(10 * time.Millisecond)
+				cc.waitIdle(t)
 				require.Zero(t, pool.Stats().InUseBytes)
 			}
 			idle()
@@ -644,7 +646,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 			require.Equal(t, "one", string(<-out))
 			idle()
 			cc.ch <- data[27:1000]
-			time.Sleep(10 * time.Millisecond)
+			cc.waitIdle(t)
 			require.LessOrEqual(t, pool.Stats().InUseBytes, int64(2*minHold))
 			cc.ch <- data[1000 : len(data)-10]
 			total := 0
@@ -652,7 +654,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 				total += len(<-out)
 			}
 			require.Equal(t, 40000, total)
-			time.Sleep(10 * time.Millisecond)
+			cc.waitIdle(t)
 			require.LessOrEqual(t, pool.Stats().InUseBytes, int64(minHold), "only the partial last frame")
 			cc.ch <- data[len(data)-10:]
 			require.Equal(t, "three", string(<-out))
@@ -797,7 +799,7 @@ func TestTCPDeadlineAndClose(t *testing.T) {
 				_, err := sv.Read(make([]byte, 10))
 				errc <- err
 			}()
-			time.Sleep(30 * time.Millisecond)
+			testnet.WaitParked(t, "alts.(*Conn).Read")
 			if rawPathExpected {
 				require.False(t, pinsWhileWaiting(t, cl.NetConn()), "readyreader must not pin on a TCP socket on Unix")
 				require.Zero(t, pool.Stats().InUseBytes, "idle Conn owns a buffer while a Read is parked")
@@ -834,8 +836,8 @@ func TestCloseWhilePartialBuffered(t *testing.T) {
 		_, err := sv.Read(make([]byte, 10))
 		errc <- err
 	}()
-	require.Eventually(t, func() bool { return pool.Stats().InUseBytes > 0 }, 5*time.Second, time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
+	require.Eventually(t, func() bool { return pool.Stats().InUseBytes > 0 }, 30*time.Second, time.Millisecond)
+	testnet.WaitParked(t, "alts.(*Conn).Read")
 	if rawPathExpected {
 		require.False(t, pinsWhileWaiting(t, cl.NetConn()), "readyreader must not pin on a TCP socket on Unix")
 		require.LessOrEqual(t, pool.Stats().InUseBytes, int64(2*minHold), "partial frame pins about what arrived")
@@ -846,38 +848,82 @@ func TestCloseWhilePartialBuffered(t *testing.T) {
 }
 
 // TestConcurrentReadWrite runs a reader and a writer on each end at once
-// (under -race), with Close in the middle of it.
+// (under -race), for both record protocols, with Close in the middle of it:
+// every byte read must be the next byte of what the other end wrote, and
+// both directions must have moved at least 1 MiB before Close.
 func TestConcurrentReadWrite(t *testing.T) {
-	pool := bufferpool.NewTiered()
-	cl, sv := connPair(t, AES128GCMRekey, true, pool)
-	msg := bytes.Repeat([]byte("0123456789"), 5000)
-	done := make(chan struct{})
-	for _, c := range []*Conn{cl, sv} {
-		go func() {
-			for {
-				if _, err := c.Write(msg); err != nil {
-					done <- struct{}{}
-					return
+	for _, protocol := range protocols {
+		t.Run(protocol, func(t *testing.T) {
+			pool := bufferpool.NewTiered()
+			cl, sv := connPair(t, protocol, true, pool)
+			// Side s writes the byte sequence pattern(s, 0), pattern(s, 1), ...
+			pattern := func(s Side, i int) byte { return byte(i*7 + i/251 + int(s)*101) }
+			const enough = 1 << 20
+			var wg sync.WaitGroup
+			received := make(chan int, 2) // once per reader, at enough bytes
+			errs := make(chan error, 2)
+			for _, c := range []*Conn{cl, sv} {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					msg := make([]byte, 50_000)
+					sizes := []int{1, 10, 1000, 16_000, 16_360, 50_000}
+					for off, i := 0, 0; ; i++ {
+						m := msg[:sizes[i%len(sizes)]]
+						for j := range m {
+							m[j] = pattern(c.Side(), off+j)
+						}
+						n, err := c.Write(m)
+						off += n
+						if err != nil {
+							return
+						}
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, 7000)
+					peer := other(c.Side())
+					total, told := 0, false
+					for {
+						n, err := c.Read(buf)
+						for j := range n {
+							if buf[j] != pattern(peer, total+j) {
+								errs <- fmt.Errorf("%v read a wrong byte at offset %d", c.Side(), total+j)
+								return
+							}
+						}
+						total += n
+						if total >= enough && !told {
+							received <- total
+							told = true
+						}
+						if err != nil {
+							if !told {
+								errs <- fmt.Errorf("%v: %w after %d bytes", c.Side(), err, total)
+							}
+							return
+						}
+					}
+				}()
+			}
+			for range 2 {
+				select {
+				case <-received:
+				case err := <-errs:
+					t.Fatal(err)
 				}
 			}
-		}()
-		go func() {
-			buf := make([]byte, 7000)
-			for {
-				if _, err := c.Read(buf); err != nil {
-					done <- struct{}{}
-					return
-				}
+			cl.Close()
+			sv.Close()
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
 			}
-		}()
+			require.Zero(t, pool.Stats().InUseBytes)
+		})
 	}
-	time.Sleep(100 * time.Millisecond)
-	cl.Close()
-	sv.Close()
-	for range 4 {
-		<-done
-	}
-	require.Zero(t, pool.Stats().InUseBytes)
 }
 
 // TestPartialWrite checks the count a failing Write returns: the frames

@@ -449,7 +449,8 @@ func TestListenerClose(t *testing.T) {
 		_, err := ln.Accept()
 		acceptErr <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testnet.WaitBlocked(t, "alts.(*listener).Accept")
+	testnet.WaitParked(t, "alts.runHandshake") // the silent client's
 	require.NoError(t, ln.Close())
 	select {
 	case err := <-acceptErr:
@@ -476,7 +477,9 @@ func TestListenerClosesUnacceptedConns(t *testing.T) {
 	defer c.Close()
 	// The handshake completed but nobody calls Accept; Close must close
 	// the handshaken connection rather than leak it.
-	time.Sleep(50 * time.Millisecond)
+	// (serve waits in a select only there; during the handshake it waits
+	// on a channel receive.)
+	require.Eventually(t, func() bool { return testnet.Parked("alts.(*listener).serve", "[select") }, 30*time.Second, time.Millisecond)
 	require.NoError(t, ln.Close())
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = c.Read(make([]byte, 1))

@@ -261,6 +261,14 @@ func (c *chanConn) next() bool {
 	return true
 }
 
+// waitIdle waits until the reader has taken every chunk sent and waits for
+// the next one (proved by its goroutine's stack, not by a sleep).
+func (c *chanConn) waitIdle(t testing.TB) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(c.ch) == 0 }, 30*time.Second, time.Millisecond)
+	testnet.WaitBlocked(t, "alts.(*chanConn).next")
+}
+
 func (c *chanConn) Read(p []byte) (int, error) {
 	if !c.next() {
 		return 0, io.EOF
