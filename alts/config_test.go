@@ -150,3 +150,23 @@ func TestServerConfigNotModified(t *testing.T) {
 	assert.False(t, scfg.SessionTicketsDisabled)
 	assert.Zero(t, ccfg.MinVersion)
 }
+
+// TestHandshakeContextCause checks that a handshake ended by a context
+// cancelled with a cause reports both ctx.Err() and the cause.
+func TestHandshakeContextCause(t *testing.T) {
+	a, _ := hsPKIs(t)
+	errWhy := errors.New("shutting down")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	_, sc := testnet.TCPPair(t) // the client never speaks
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ServerContext(ctx, sc, a.ServerConfig(false))
+		errc <- err
+	}()
+	testnet.WaitParked(t, "alts.runHandshake")
+	cancel(errWhy)
+	err := <-errc
+	require.ErrorIs(t, err, ErrHandshake)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, err, errWhy)
+}

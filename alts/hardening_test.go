@@ -314,3 +314,63 @@ func TestAEADPerDirection(t *testing.T) {
 		})
 	}
 }
+
+// zeroConn returns (0, nil) from Read zeros times, then reads r.
+type zeroConn struct {
+	bufConn
+	zeros int
+}
+
+func (z *zeroConn) Read(p []byte) (int, error) {
+	if z.zeros > 0 {
+		z.zeros--
+		return 0, nil
+	}
+	return z.bufConn.Read(p)
+}
+
+// TestReadNoProgress checks that a connection whose reads return nothing
+// (more than the 100 in a row readyreader allows) fails a Read with
+// io.ErrNoProgress without breaking the Conn.
+func TestReadNoProgress(t *testing.T) {
+	data := sealFrames(t, AES128GCM, ClientSide, []byte("late"))
+	zc := &zeroConn{bufConn: bufConn{r: bytes.NewReader(data)}, zeros: 150}
+	c := mustConn(t, zc, ServerSide, AES128GCM, keyFor(AES128GCM))
+	_, err := c.Read(make([]byte, 10))
+	require.ErrorIs(t, err, io.ErrNoProgress)
+	got, err := readAll(c, 10)
+	require.ErrorIs(t, err, io.EOF)
+	require.Equal(t, "late", string(got))
+}
+
+// shortConn writes at most max bytes per call and reports no error.
+type shortConn struct {
+	bufConn
+	max int
+}
+
+func (s *shortConn) Write(p []byte) (int, error) {
+	n := min(len(p), s.max)
+	s.bufConn.Write(p[:n])
+	return n, nil
+}
+
+// TestShortWrite checks that a connection that writes less than it was
+// given without an error (which io.Writer forbids) makes Write fail with
+// io.ErrShortWrite, committing the frame it cut, which the next Write
+// completes first.
+func TestShortWrite(t *testing.T) {
+	sc := &shortConn{max: 30}
+	pool := bufferpool.NewTiered(bufferpool.WithDebug())
+	c := mustConn(t, sc, ClientSide, AES128GCM, keyFor(AES128GCM), WithPool(pool))
+	n, err := c.Write([]byte("a message longer than thirty bytes"))
+	require.ErrorIs(t, err, io.ErrShortWrite)
+	require.Equal(t, 34, n, "the cut frame is committed")
+	sc.max = 1 << 20
+	_, err = c.Write([]byte("!"))
+	require.NoError(t, err)
+	got := refCipher{AES128GCM, keyFor(AES128GCM)}.decode(t, ClientSide, 0, sc.written())
+	require.Equal(t, "a message longer than thirty bytes!", string(got))
+	require.NoError(t, c.Close())
+	require.Zero(t, pool.Stats().InUseBytes)
+}
