@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/record"
 	"github.com/readyconn/readyconn/readyreader"
 )
 
@@ -65,28 +66,13 @@ const (
 	MaxFrameSize = 1 << 20
 )
 
-const (
-	// wakeReadSize is how much a read asks for when no frame is buffered
-	// and the readyreader waits without a buffer (a bare socket on Unix):
-	// the buffer is taken once bytes have arrived, and the read takes all
-	// that is queued, up to this size.
-	wakeReadSize = 64 << 10
-	// blockingReadSize replaces wakeReadSize when the readyreader is the
-	// blocking fallback (Windows, or a net.Conn that is not a bare socket),
-	// whose buffer is taken before the read and pinned while the peer is
-	// silent. It holds one whole frame of up to 16 KiB of plaintext (so
-	// neither a frame of DefaultFrameSize nor one of 16 KiB of payload plus
-	// overhead has to be moved to a larger buffer) and is a size class of
-	// the default pool: about what an idle crypto/tls connection keeps
-	// (16-21 KiB), not 64 KiB. Larger frames grow the buffer as their bytes
-	// arrive.
-	blockingReadSize = 20 << 10
-	// minHold is the smallest buffer a partial frame is kept in.
-	minHold = 4 << 10
-	// writeChunk is the most ciphertext one Write puts in one buffer (and
-	// one write call); at least one frame always fits.
-	writeChunk = 512 << 10
-)
+// writeChunk is the most ciphertext one Write puts in one buffer (and one
+// write call); at least one frame always fits.
+const writeChunk = 512 << 10
+
+// closeFlushTimeout bounds how long Close tries to send the rest of a frame
+// that a timed-out Write cut, as crypto/tls bounds its close_notify.
+const closeFlushTimeout = 5 * time.Second
 
 var (
 	// ErrAuth means a frame failed authentication: it was tampered with,
@@ -94,8 +80,8 @@ var (
 	// sticky: every later Read returns it.
 	ErrAuth = errors.New("alts: message authentication failed")
 	// ErrMalformed is wrapped by the errors for frames that cannot be
-	// valid: a length below 4 or above MaxFrameSize, too short for a tag,
-	// or a type whose low byte is not 6. It is sticky.
+	// valid: a length below 20 or above MaxFrameSize, or a type whose low
+	// byte is not 6. It is sticky.
 	ErrMalformed = errors.New("alts: malformed frame")
 	// ErrCounterOverflow means a direction has used every counter value
 	// its record protocol allows; the connection cannot go on in that
@@ -107,10 +93,16 @@ var (
 	// ErrKeySize is wrapped by NewConn's error for a key of the wrong
 	// length for the record protocol.
 	ErrKeySize = errors.New("alts: wrong key size")
+	// ErrKeyReuse is wrapped by NewConn's error for a key it refuses
+	// because it was used before: a key given to NewConn earlier in the
+	// process for the same side and record protocol, or an all-zero key
+	// (NewConn clears every key it takes). Two Conns of one side with one
+	// key would seal different frames under the same AES-GCM nonces, which
+	// reveals the XOR of their plaintexts and the authentication key.
+	ErrKeyReuse = errors.New("alts: key used before: a key is for one connection only")
 
 	errClosed    = fmt.Errorf("alts: use of closed connection: %w", net.ErrClosed)
 	errTruncated = fmt.Errorf("alts: connection ended inside a frame: %w", io.ErrUnexpectedEOF)
-	errSize      = errors.New("alts: ReadOnReady with size < 1")
 )
 
 func keySizeError(protocol string, got, want int) error {
@@ -120,6 +112,9 @@ func keySizeError(protocol string, got, want int) error {
 func unknownProtocolError(protocol string) error {
 	return fmt.Errorf("%w %q (want %q or %q)", ErrUnknownProtocol, protocol, AES128GCM, AES128GCMRekey)
 }
+
+// frameFormat is the framing of ALTS frames for the record reader.
+var frameFormat = record.Format{HeaderLen: headerSize, Length: frameLength, Truncated: errTruncated}
 
 // Option configures a Conn made by NewConn.
 type Option func(*connConfig)
@@ -140,7 +135,8 @@ func WithMaxFrameSize(n int) Option {
 }
 
 // WithPool sets the pool that the Conn takes its read and write buffers
-// from. The default is bufferpool.Default().
+// from. The default is bufferpool.Default(). Buffers that held decrypted
+// bytes are cleared before they go back.
 func WithPool(p bufferpool.Pool) Option {
 	return func(c *connConfig) { c.pool = p }
 }
@@ -158,12 +154,11 @@ func WithLeftover(b []byte) Option {
 // ReadOnReady) while another writes; Close, the deadline setters and the
 // address methods may be called from any goroutine at any time.
 type Conn struct {
-	conn     net.Conn
-	rr       readyreader.Reader
-	readSize int // what a read asks for: wakeReadSize or blockingReadSize
-	pool     bufferpool.Pool
-	side     Side
-	payload  int // plaintext bytes in a full frame written by this side
+	conn    net.Conn
+	pool    bufferpool.Pool
+	side    Side
+	rekey   bool // AES128GCMRekey
+	payload int  // plaintext bytes in a full frame written by this side
 
 	// tlsState is the TLS 1.3 handshake that established the keys, set by
 	// Client and Server after NewConn; nil for a bare NewConn.
@@ -171,67 +166,130 @@ type Conn struct {
 
 	closed atomic.Bool
 
-	keys keySchedule // shared by in and out
-
-	rmu   sync.Mutex
-	in    recordCipher
-	rbuf  *[]byte // ciphertext buffer from pool; nil when nothing is buffered
-	rpos  int     // unparsed bytes are (*rbuf)[rpos:rend]
-	rend  int
-	plain []byte // decrypted, not yet read; aliases *rbuf
-	rerr  error  // sticky read error
-	perr  error  // error of the last underlying read, reported once its bytes are used
-	wake  wakePool
+	rmu  sync.Mutex
+	in   recordCipher
+	rd   record.Reader
+	rerr error  // sticky read error
+	res  result // of step
 
 	wmu  sync.Mutex
 	out  recordCipher
-	werr error // sticky write error
+	pend record.Pending // the rest of a frame a timed-out Write cut
+	werr error          // sticky write error (counter exhausted)
 }
 
 // NewConn returns a Conn that runs the record protocol (AES128GCM or
 // AES128GCMRekey) with key over c, as the given side. The Conn takes
-// ownership of c (Close closes it); key is not retained. The other end must
-// use the same protocol and key and the other side.
+// ownership of c (Close closes it). The other end must use the same
+// protocol and key and the other side.
+//
+// A key is for exactly one connection, ever: each end uses it once, for
+// its side, and never again. Two Conns of one side with one key seal
+// different frames under the same AES-GCM nonces, which reveals the XOR of
+// their plaintexts and lets an observer forge frames. Keys come from a
+// handshake that makes a fresh one per connection (Client and Server do;
+// so does ALTS's handshaker service); never from configuration. To make
+// misuse hard, NewConn
+//
+//   - clears key (overwrites the caller's slice with zeros) once the Conn
+//     is made, so the slice cannot be used twice: keep a copy only to hand
+//     to the other end;
+//   - refuses an all-zero key, and a key that it was given before in this
+//     process for the same side and protocol (it remembers the last 1024,
+//     by keyed fingerprint), with an error wrapping ErrKeyReuse.
+//
+// Neither check can see reuse across processes: that is the caller's to
+// prevent.
 func NewConn(c net.Conn, side Side, protocol string, key []byte, opts ...Option) (*Conn, error) {
+	cfg, err := parseOptions(side, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKeySize(protocol, key); err != nil {
+		return nil, err
+	}
+	if allZero(key) {
+		return nil, fmt.Errorf("%w (an all-zero key: NewConn clears the keys it takes)", ErrKeyReuse)
+	}
+	if !usedKeys.claim(protocol, side, key) {
+		return nil, fmt.Errorf("%w (this process gave NewConn the same key for the %v side before)", ErrKeyReuse, side)
+	}
+	ac, err := newConn(c, side, protocol, key, cfg)
+	if err != nil {
+		return nil, err
+	}
+	clear(key)
+	return ac, nil
+}
+
+// newConnUnguarded is NewConn without the reuse checks and without
+// clearing key, for keys fresh by construction (the handshake) and for
+// tests that replay fixed keys.
+func newConnUnguarded(c net.Conn, side Side, protocol string, key []byte, opts ...Option) (*Conn, error) {
+	cfg, err := parseOptions(side, opts)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(c, side, protocol, key, cfg)
+}
+
+func parseOptions(side Side, opts []Option) (connConfig, error) {
 	cfg := connConfig{maxFrame: DefaultFrameSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.maxFrame < MinFrameSize || cfg.maxFrame > MaxFrameSize {
-		return nil, fmt.Errorf("alts: max frame size %d outside [%d, %d]", cfg.maxFrame, MinFrameSize, MaxFrameSize)
+		return cfg, fmt.Errorf("alts: max frame size %d outside [%d, %d]", cfg.maxFrame, MinFrameSize, MaxFrameSize)
 	}
 	if side != ClientSide && side != ServerSide {
-		return nil, fmt.Errorf("alts: invalid side %d", int(side))
+		return cfg, fmt.Errorf("alts: invalid side %d", int(side))
 	}
 	if cfg.pool == nil {
 		cfg.pool = bufferpool.Default()
 	}
+	return cfg, nil
+}
+
+func checkKeySize(protocol string, key []byte) error {
+	switch protocol {
+	case AES128GCM:
+		if len(key) != aes128KeySize {
+			return keySizeError(protocol, len(key), aes128KeySize)
+		}
+	case AES128GCMRekey:
+		if len(key) != rekeyKeySize {
+			return keySizeError(protocol, len(key), rekeyKeySize)
+		}
+	default:
+		return unknownProtocolError(protocol)
+	}
+	return nil
+}
+
+func newConn(c net.Conn, side Side, protocol string, key []byte, cfg connConfig) (*Conn, error) {
 	ac := &Conn{
-		conn:     c,
-		rr:       readyreader.NewNonBlocking(c),
-		readSize: wakeReadSize,
-		pool:     cfg.pool,
-		side:     side,
-		payload:  cfg.maxFrame - frameOverhead,
+		conn:    c,
+		pool:    cfg.pool,
+		side:    side,
+		rekey:   protocol == AES128GCMRekey,
+		payload: cfg.maxFrame - frameOverhead,
 	}
-	if ac.rr == nil {
-		// The blocking fallback pins its buffer while it waits: ask
-		// for less.
-		ac.rr, ac.readSize = readyreader.New(c), blockingReadSize
+	// Each direction has its own AEAD. Server-sent frames carry the
+	// direction bit.
+	if err := ac.out.init(protocol, key, side == ServerSide); err != nil {
+		return nil, err
 	}
-	aead, err := ac.keys.init(protocol, key)
+	var err error
+	if ac.rekey {
+		err = ac.in.initRekey(ac.out.keys, side == ClientSide)
+	} else {
+		err = ac.in.init(protocol, key, side == ClientSide)
+	}
 	if err != nil {
 		return nil, err
 	}
-	// Both directions share one frame AEAD while their frame keys are
-	// equal (see keySchedule). Server-sent frames carry the direction bit.
-	ac.out.attach(&ac.keys, aead, &ac.in, side == ServerSide)
-	ac.in.attach(&ac.keys, aead, &ac.out, side == ClientSide)
-	ac.wake.c = ac
-	if len(cfg.leftover) > 0 {
-		ac.rbuf = ac.pool.Get(len(cfg.leftover))
-		ac.rend = copy(*ac.rbuf, cfg.leftover)
-	}
+	ac.rd.Init(c, cfg.pool, &frameFormat)
+	ac.rd.SetLeftover(cfg.leftover)
 	return ac, nil
 }
 
@@ -268,7 +326,7 @@ func (c *Conn) NetConn() net.Conn { return c.conn }
 
 // Protocol returns the record protocol the Conn runs.
 func (c *Conn) Protocol() string {
-	if c.keys.rekey {
+	if c.rekey {
 		return AES128GCMRekey
 	}
 	return AES128GCM
@@ -284,10 +342,15 @@ func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines of the underlying
-// connection. A Read or Write that times out returns an error wrapping
-// os.ErrDeadlineExceeded. A timed-out Read loses nothing and may be retried;
-// after a timed-out Write the stream may hold part of a frame, so every later
-// Write returns the same error (as with crypto/tls).
+// connection. A Read or Write that times out returns the underlying
+// connection's timeout error (a net.Error whose Timeout is true, wrapping
+// os.ErrDeadlineExceeded for the net package's connections).
+//
+// Timeouts break nothing: a timed-out Read loses nothing and may be
+// retried; a Write that times out before any byte of a frame reached the
+// connection undoes that frame, and a frame cut midway is completed before
+// anything else on the next Write, so the Conn keeps working with a later
+// deadline (a *tls.Conn breaks for good).
 func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
 
 // SetReadDeadline sets the read deadline of the underlying connection.
@@ -297,17 +360,46 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadlin
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
 // Close closes the underlying connection, which unblocks a Read or Write in
-// progress, and returns the Conn's read buffers to the pool. Later calls
-// return an error wrapping net.ErrClosed.
+// progress, and returns the Conn's buffers to the pool. It does not wait for
+// a Read or Write in progress (one that is gives its buffers back when it
+// returns), so it returns even over a net.Conn whose Close does not
+// interrupt its Read. If a timed-out Write left a frame cut midway and no
+// Write is in progress, Close first tries for up to 5 seconds to send the
+// rest of it, so that the peer sees the bytes that Write reported as
+// committed. Later calls return an error wrapping net.ErrClosed.
 func (c *Conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return errClosed
 	}
+	if c.wmu.TryLock() {
+		if !c.pend.Empty() {
+			c.conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+			c.pend.Flush(c.conn, c.pool)
+		}
+		c.pend.Release(c.pool)
+		c.wmu.Unlock()
+	}
 	err := c.conn.Close()
-	c.rmu.Lock()
 	c.releaseRead()
-	c.rmu.Unlock()
 	return err
+}
+
+// releaseRead gives back what the read side holds, after Close, unless a
+// Read is in progress (which does it when it returns).
+func (c *Conn) releaseRead() {
+	if c.rmu.TryLock() {
+		c.rd.Release()
+		c.rmu.Unlock()
+	}
+}
+
+// releaseWrite gives back what the write side holds, after Close, unless a
+// Write is in progress.
+func (c *Conn) releaseWrite() {
+	if c.wmu.TryLock() {
+		c.pend.Release(c.pool)
+		c.wmu.Unlock()
+	}
 }
 
 // ---------------------------------------------------------------- reading
@@ -316,309 +408,321 @@ func (c *Conn) Close() error {
 // frame per call. Bytes of a frame that do not fit in p are kept (in the
 // Conn's read buffer) for the next Read; once everything received has been
 // read, the Conn owns no buffer.
+//
+// Errors other than timeouts end the read side for good, as in
+// crypto/tls: every later Read returns the same error.
+//
+// Read is the frame a reader parks in for as long as its connection is
+// idle, so it is kept small: the work happens in step, which has returned
+// before Fill waits, and the AEAD runs in openFrame, called from here (a
+// goroutine whose stack grew past 2 KiB keeps the larger stack while
+// parked).
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	_, n, err := c.read(p, 0, nil)
+	c.rmu.Lock()
+	c.res.p = p
+	for {
+		switch c.step() {
+		case actFill:
+			c.res.fillErr = c.rd.Fill()
+		case actOpen:
+			c.openFrame()
+		default:
+			return c.readDone()
+		}
+	}
+}
+
+// readDone ends a Read: it hands over what step left and unlocks.
+//
+//go:noinline
+func (c *Conn) readDone() (int, error) {
+	n, err := c.res.n, c.res.err
+	c.res = result{}
+	c.rmu.Unlock()
+	if c.closed.Load() {
+		c.releaseRead()
+	}
 	return n, err
 }
 
 // ReadOnReady implements readyreader.Reader: it waits, without holding a
-// buffer, until plaintext is available, then takes a buffer of size bytes
-// from pool and copies up to size bytes of plaintext into it (decrypting
-// straight into it when a whole frame fits). The caller owns the returned
-// buffer (nil when n == 0) and must Put it back to pool. n > 0 bytes must be
-// processed before err is considered.
+// buffer, until plaintext is available, then takes a buffer from pool of no
+// more than size bytes and no more than the plaintext it delivers, and
+// fills it (decrypting straight into it when a whole frame fits in size).
+// The caller owns the returned buffer (nil when n == 0) and must Put it
+// back to pool. n > 0 bytes must be processed before err is considered. A
+// size below 1 fails with readyreader.ErrInvalidSize.
 func (c *Conn) ReadOnReady(size int, pool bufferpool.Pool) (*[]byte, int, error) {
 	if size < 1 {
-		return nil, 0, errSize
+		return nil, 0, readyreader.ErrInvalidSize
 	}
-	return c.read(nil, size, pool)
-}
-
-// read is Read (pool == nil: deliver into p) and ReadOnReady (deliver into a
-// buffer of size bytes from pool).
-func (c *Conn) read(p []byte, size int, pool bufferpool.Pool) (*[]byte, int, error) {
 	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if c.closed.Load() {
-		return nil, 0, errClosed
-	}
-	if c.rerr != nil {
-		return nil, 0, c.rerr
-	}
-	room := len(p)
-	if pool != nil {
-		room = size
-	}
+	c.res.size, c.res.pool = size, pool
 	for {
-		if len(c.plain) > 0 {
-			var buf *[]byte
-			if pool != nil {
-				buf = pool.Get(size)
-				p = *buf
-			}
-			n := copy(p, c.plain)
-			c.plain = c.plain[n:]
-			c.releaseIfDrained()
-			return buf, n, nil
+		switch c.step() {
+		case actFill:
+			c.res.fillErr = c.rd.Fill()
+		case actOpen:
+			c.openFrame()
+		default:
+			return c.readOnReadyDone()
 		}
-		ct, err := c.nextFrame()
-		if err != nil {
-			return nil, 0, c.fail(err)
-		}
-		if ct == nil {
-			c.releaseIfDrained() // shrink a large buffer holding a partial frame
-			if err := c.fill(); err != nil {
-				return nil, 0, err
-			}
-			continue
-		}
-		ptLen := len(ct) - tagSize
-		if ptLen > 0 && room >= ptLen {
-			// Decrypt straight into the destination.
-			var buf *[]byte
-			if pool != nil {
-				buf = pool.Get(size)
-				p = *buf
-			}
-			out, err := c.in.open(p[:0], ct)
-			if err != nil {
-				clear(p[:ptLen])
-				if buf != nil {
-					pool.Put(buf)
-				}
-				return nil, 0, c.fail(err)
-			}
-			c.releaseIfDrained()
-			return buf, len(out), nil
-		}
-		// Decrypt in place and hand out in pieces (or skip an empty frame).
-		out, err := c.in.open(ct[:0], ct)
-		if err != nil {
-			return nil, 0, c.fail(err)
-		}
-		c.plain = out
-		c.releaseIfDrained()
 	}
 }
 
-// nextFrame returns the ciphertext and tag of the next complete frame in the
-// read buffer and consumes it, or nil if no complete frame is buffered. It
-// checks the header as soon as its bytes are there, before any buffer is
-// sized for the frame.
-func (c *Conn) nextFrame() ([]byte, error) {
-	if c.rbuf == nil {
-		return nil, nil
+// readOnReadyDone ends a ReadOnReady: it hands over what step left and
+// unlocks.
+//
+//go:noinline
+func (c *Conn) readOnReadyDone() (*[]byte, int, error) {
+	buf, n, err := c.res.buf, c.res.n, c.res.err
+	c.res = result{}
+	c.rmu.Unlock()
+	if c.closed.Load() {
+		c.releaseRead()
 	}
-	b := (*c.rbuf)[c.rpos:c.rend]
-	if len(b) < lenFieldSize {
-		return nil, nil
-	}
-	length := binary.LittleEndian.Uint32(b)
-	if length < typeFieldSize+tagSize || length > MaxFrameSize {
-		return nil, fmt.Errorf("%w: length field %d outside [%d, %d]", ErrMalformed, length, typeFieldSize+tagSize, MaxFrameSize)
-	}
-	if len(b) < headerSize {
-		return nil, nil
-	}
-	if t := binary.LittleEndian.Uint32(b[lenFieldSize:]); t&0xff != recordMsgType {
-		return nil, fmt.Errorf("%w: message type %#x, want low byte %#x", ErrMalformed, t, recordMsgType)
-	}
-	total := lenFieldSize + int(length)
-	if len(b) < total {
-		return nil, nil
-	}
-	c.rpos += total
-	return b[headerSize:total:total], nil
+	return buf, n, err
 }
 
-// frameNeed is the total size of the partially buffered frame, or
-// headerSize while its length is not known yet.
-func (c *Conn) frameNeed(b []byte) int {
-	if len(b) < lenFieldSize {
-		return headerSize
-	}
-	return lenFieldSize + int(binary.LittleEndian.Uint32(b))
+// What step asks Read and ReadOnReady to do next.
+const (
+	actDone = iota // return what step left in c.res
+	actFill        // read more bytes (c.rd.Fill), then step again
+	actOpen        // open the frame step prepared (openFrame), then step again
+)
+
+// result is what Read and ReadOnReady ask of step (p, or size and pool),
+// what step leaves for them, and the frame being opened. Passing it in the
+// Conn rather than as arguments keeps the frames a reader parks in small.
+type result struct {
+	p    []byte
+	size int
+	pool bufferpool.Pool // nil for Read
+	buf  *[]byte
+	n    int
+	err  error
+
+	fillErr error // of the last c.rd.Fill
+
+	// The frame prepared by prepareOpen and opened by openFrame.
+	ct     []byte  // ciphertext and tag
+	dstBuf *[]byte // a buffer taken from pool to open into, or nil
+	direct bool    // it opens into the caller's memory (p, or dstBuf)
+	opened int     // plaintext bytes, or -1 when it failed authentication
 }
 
-// fill reads more bytes from the connection. With nothing buffered it waits
-// through the readyreader, holding no buffer. With part of a frame buffered
-// it reads into the free space of the buffer if there is a useful amount,
-// and otherwise moves the partial frame into a larger buffer taken only
-// when bytes have arrived (wakePool).
-func (c *Conn) fill() error {
-	if c.perr != nil {
-		err := c.perr
-		c.perr = nil
-		return c.readErr(err)
+// step goes as far as the bytes already read allow: it delivers buffered
+// plaintext (into c.res.p, or for ReadOnReady into a buffer from c.res.pool),
+// or prepares the next complete frame, and leaves the outcome in c.res. It
+// returns actFill when it needs more bytes (the next step takes Fill's
+// error) and actOpen when a frame is ready to be opened. c.rmu is held.
+//
+//go:noinline
+func (c *Conn) step() int {
+	r := &c.res
+	if r.ct != nil && c.finishFrame() {
+		return actDone
 	}
-	if c.rbuf == nil {
-		buf, n, err := c.rr.ReadOnReady(c.readSize, c.pool)
-		if n > 0 {
-			c.rbuf, c.rpos, c.rend = buf, 0, n
-			c.perr = err
-			return nil
-		}
-		if buf != nil {
-			c.pool.Put(buf)
-		}
-		return c.readErr(err)
+	if err := r.fillErr; err != nil {
+		r.fillErr = nil
+		r.err = c.readErr(err)
+		return actDone
 	}
-	b := *c.rbuf
-	k := c.rend - c.rpos
-	need := c.frameNeed(b[c.rpos:c.rend])
-	free := cap(b) - c.rend
-	if free >= min(need-k, minHold) {
-		n, err := c.conn.Read(b[c.rend:cap(b)])
-		if n > 0 {
-			c.rend += n
-			c.perr = err
-			return nil
-		}
-		return c.readErr(err)
+	if c.closed.Load() || c.rerr != nil {
+		r.err = c.readFailed()
+		return actDone
 	}
-	// Grow: the partial frame moves to the front of a new buffer of
-	// k + readLen bytes once bytes have arrived.
-	readLen := max(c.readSize, min(need-k, k))
-	c.wake.k = k
-	buf, n, err := c.rr.ReadOnReady(readLen, &c.wake)
-	switch {
-	case n == 0:
-		if buf != nil {
-			c.wake.Put(buf)
-		}
-		c.wake.reset()
-		return c.readErr(err)
-	case buf == &c.wake.view:
-		// The wake buffer holds the partial frame and then the new bytes.
-		c.pool.Put(c.rbuf)
-		c.rbuf, c.rpos, c.rend = c.wake.orig, 0, k+n
-		c.wake.reset()
-	default:
-		// The readyreader used a buffer of its own: merge.
-		c.wake.reset()
-		nb := c.pool.Get(k + n)
-		copy(*nb, b[c.rpos:c.rend])
-		copy((*nb)[k:], (*buf)[:n])
-		c.wake.Put(buf)
-		c.pool.Put(c.rbuf)
-		c.rbuf, c.rpos, c.rend = nb, 0, k+n
+	if len(c.rd.Plain()) > 0 {
+		r.buf, r.n = c.deliver()
+		return actDone
 	}
-	c.perr = err
-	return nil
+	rec, err := c.rd.Next()
+	if err != nil {
+		r.err = c.fail(err)
+		return actDone
+	}
+	if rec == nil {
+		c.rd.ReleaseIfDrained() // shrink a large buffer holding a partial frame
+		return actFill
+	}
+	if err := c.in.prepareNext(); err != nil {
+		r.err = c.fail(err)
+		return actDone
+	}
+	c.prepareOpen(rec)
+	return actOpen
 }
 
-// readErr turns an error of the underlying connection into Read's error.
+// prepareOpen chooses where the frame rec opens: into the caller's slice,
+// or a buffer from the caller's pool, when its whole plaintext fits; in
+// place otherwise (an empty frame too).
+func (c *Conn) prepareOpen(rec []byte) {
+	r := &c.res
+	ct := rec[headerSize:]
+	ptLen := len(ct) - tagSize
+	room := len(r.p)
+	if r.pool != nil {
+		room = r.size
+	}
+	r.ct, r.direct, r.dstBuf = ct, ptLen > 0 && ptLen <= room, nil
+	if !r.direct {
+		c.rd.Opened()
+	}
+}
+
+// openFrame authenticates and decrypts the prepared frame. It calls the
+// AEAD from a small frame right under Read's, and takes the caller's pool
+// buffer here too (a pool that has to allocate goes deep).
+//
+//go:noinline
+func (c *Conn) openFrame() {
+	r := &c.res
+	dst := r.ct[:0] // in place
+	if r.direct {
+		if r.pool != nil {
+			r.dstBuf = r.pool.Get(len(r.ct) - tagSize)
+			dst = (*r.dstBuf)[:0]
+		} else {
+			dst = r.p[:0]
+		}
+	}
+	out, err := c.in.aead.Open(dst, c.in.nonce[:], r.ct, nil)
+	r.opened = len(out)
+	if err != nil {
+		r.opened = -1
+	}
+}
+
+// finishFrame acts on an opened frame. It returns true when the outcome
+// (data delivered or an error) is in c.res; false when the frame was empty
+// and reading goes on.
+func (c *Conn) finishFrame() bool {
+	r := &c.res
+	ct, buf, direct, n := r.ct, r.dstBuf, r.direct, r.opened
+	r.ct, r.dstBuf = nil, nil
+	if n < 0 {
+		if direct {
+			// Never leave what a failed open wrote in the caller's
+			// memory or pool.
+			dst := r.p
+			if buf != nil {
+				dst = *buf
+			}
+			clear(dst[:len(ct)-tagSize])
+			if buf != nil {
+				r.pool.Put(buf)
+			}
+		}
+		r.err = c.fail(ErrAuth)
+		return true
+	}
+	c.in.ctr.inc()
+	if direct {
+		c.rd.ReleaseIfDrained()
+		r.buf, r.n = buf, n
+		return true
+	}
+	if n > 0 {
+		c.rd.SetPlain(ct[:n])
+		r.buf, r.n = c.deliver()
+		return true
+	}
+	c.rd.ReleaseIfDrained()
+	return false
+}
+
+// deliver hands out opened bytes buffered by the record reader: into c.res.p,
+// or into a buffer of no more than c.res.size bytes (and no more than there
+// is) from c.res.pool.
+func (c *Conn) deliver() (*[]byte, int) {
+	r := &c.res
+	if r.pool == nil {
+		return nil, c.rd.Deliver(r.p)
+	}
+	n := min(r.size, len(c.rd.Plain()))
+	buf := r.pool.Get(n)
+	return buf, c.rd.Deliver((*buf)[:n])
+}
+
+// readErr turns an error of Fill into Read's error. Timeouts lose nothing
+// and may be retried, and so may a read that made no progress; every other
+// error is sticky, as in crypto/tls (io.EOF at a frame boundary included).
+//
+//go:noinline
 func (c *Conn) readErr(err error) error {
-	if err == nil {
-		return io.ErrNoProgress
-	}
-	if errors.Is(err, io.EOF) {
-		if c.rbuf != nil && c.rend > c.rpos {
-			return c.fail(errTruncated)
+	if c.closed.Load() {
+		c.rd.Release()
+		if errors.Is(err, net.ErrClosed) {
+			return err
 		}
-		return io.EOF
+		return errClosed
 	}
-	return err
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.rd.ReleaseIfDrained()
+		return err
+	}
+	if err == io.ErrNoProgress {
+		return err
+	}
+	return c.fail(err)
+}
+
+// readFailed returns the error of a read after Close or after the read
+// side failed, and gives back what the reader still holds.
+//
+//go:noinline
+func (c *Conn) readFailed() error {
+	c.rd.Release()
+	if c.closed.Load() {
+		return errClosed
+	}
+	return c.rerr
 }
 
 // fail makes err the sticky read error and drops everything buffered.
 func (c *Conn) fail(err error) error {
 	c.rerr = err
-	c.releaseRead()
+	c.rd.Release()
 	return err
 }
-
-// releaseRead returns the read buffer to the pool.
-func (c *Conn) releaseRead() {
-	c.plain = nil
-	if c.rbuf != nil {
-		clear((*c.rbuf)[:c.rend])
-		c.pool.Put(c.rbuf)
-		c.rbuf = nil
-	}
-	c.rpos, c.rend = 0, 0
-}
-
-// releaseIfDrained gives the read buffer back when it holds no plaintext and
-// no unparsed bytes, and otherwise shrinks it when a partial frame is all it
-// holds and the buffer is much larger than what has arrived.
-func (c *Conn) releaseIfDrained() {
-	if len(c.plain) > 0 || c.rbuf == nil {
-		return
-	}
-	k := c.rend - c.rpos
-	if k == 0 {
-		c.pool.Put(c.rbuf)
-		c.rbuf, c.rpos, c.rend = nil, 0, 0
-		return
-	}
-	b := *c.rbuf
-	need := c.frameNeed(b[c.rpos:c.rend])
-	if need <= k {
-		return // a complete frame is waiting
-	}
-	target := min(need, max(2*k, minHold))
-	if cap(b) <= 2*target {
-		return
-	}
-	nb := c.pool.Get(target)
-	copy(*nb, b[c.rpos:c.rend])
-	c.pool.Put(c.rbuf)
-	c.rbuf, c.rpos, c.rend = nb, 0, k
-}
-
-// wakePool is the pool a Conn hands its readyreader while part of a frame
-// is buffered: the first Get takes a buffer of k+n bytes from the Conn's
-// pool, copies the k buffered bytes to its front and returns a view of the
-// n bytes after them, so the new bytes land right behind the partial frame
-// without a second copy, and the larger buffer is taken only once bytes
-// have arrived.
-type wakePool struct {
-	c    *Conn
-	k    int
-	orig *[]byte // the pool buffer behind view
-	view []byte
-}
-
-func (w *wakePool) Get(n int) *[]byte {
-	if w.orig != nil {
-		return w.c.pool.Get(n)
-	}
-	c := w.c
-	w.orig = c.pool.Get(w.k + n)
-	copy(*w.orig, (*c.rbuf)[c.rpos:c.rend])
-	w.view = (*w.orig)[w.k : w.k+n]
-	return &w.view
-}
-
-func (w *wakePool) Put(b *[]byte) {
-	if b == &w.view {
-		w.c.pool.Put(w.orig)
-		w.orig, w.view = nil, nil
-		return
-	}
-	w.c.pool.Put(b)
-}
-
-func (w *wakePool) reset() { w.orig, w.view, w.k = nil, nil, 0 }
 
 // ---------------------------------------------------------------- writing
 
 // Write encrypts b into frames of at most the maximum frame size and writes
-// them, several frames per write call. On error it returns the number of
-// bytes of b whose frames were written completely; the error then sticks,
-// since the peer may have received part of a frame.
+// them, several frames per write call.
+//
+// On error it returns how many bytes of b are committed: those whose frames
+// reached the connection, including a frame cut midway, whose remaining
+// bytes the next Write (or Close) sends before anything else. Frames of
+// which no byte was written are undone (their counter values are used again,
+// which is safe because their ciphertext was never seen, and it is cleared
+// before its buffer goes back to the pool), so after a timeout the
+// connection stays usable with a later deadline. Only an exhausted frame
+// counter (ErrCounterOverflow) breaks the write side for good.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	n, err := c.write(b)
+	c.wmu.Unlock()
+	if c.closed.Load() {
+		c.releaseWrite()
+	}
+	return n, err
+}
+
+// write is Write with c.wmu held.
+func (c *Conn) write(b []byte) (int, error) {
 	if c.closed.Load() {
 		return 0, errClosed
 	}
 	if c.werr != nil {
 		return 0, c.werr
+	}
+	if err := c.pend.Flush(c.conn, c.pool); err != nil {
+		return 0, err
 	}
 	full := c.payload + frameOverhead
 	perChunk := max(1, writeChunk/full) * c.payload
@@ -632,34 +736,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 			chunk = chunk[:min(len(chunk), frames*c.payload)]
 		}
 		if frames > 0 {
-			size := len(chunk) + frames*frameOverhead
-			buf := c.pool.Get(size)
-			w := *buf
-			off := 0
-			for pt := chunk; len(pt) > 0; {
-				m := min(len(pt), c.payload)
-				binary.LittleEndian.PutUint32(w[off:], uint32(typeFieldSize+m+tagSize))
-				binary.LittleEndian.PutUint32(w[off+lenFieldSize:], recordMsgType)
-				if _, err := c.out.seal(w[off+headerSize:off+headerSize], pt[:m]); err != nil {
-					c.pool.Put(buf)
-					c.werr = err
-					return written, err
-				}
-				off += headerSize + m + tagSize
-				pt = pt[m:]
-			}
-			n, err := c.conn.Write(w[:size])
-			c.pool.Put(buf)
+			n, err := c.writeFrames(chunk, frames)
+			written += n
 			if err != nil {
-				if n < size {
-					written += n / full * c.payload
-				} else {
-					written += len(chunk)
-				}
-				c.werr = err
 				return written, err
 			}
-			written += len(chunk)
 		}
 		if overflow {
 			c.werr = ErrCounterOverflow
@@ -667,6 +748,52 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// writeFrames seals chunk into frames and writes them in one call. It
+// returns how many bytes of chunk are committed (see Write).
+func (c *Conn) writeFrames(chunk []byte, frames int) (int, error) {
+	full := c.payload + frameOverhead
+	size := len(chunk) + frames*frameOverhead
+	buf := c.pool.Get(size)
+	w := (*buf)[:size]
+	saved := c.out.ctr
+	off := 0
+	for pt := chunk; len(pt) > 0; {
+		m := min(len(pt), c.payload)
+		binary.LittleEndian.PutUint32(w[off:], uint32(typeFieldSize+m+tagSize))
+		binary.LittleEndian.PutUint32(w[off+lenFieldSize:], recordMsgType)
+		if _, err := c.out.seal(w[off+headerSize:off+headerSize], pt[:m]); err != nil {
+			c.out.ctr = saved
+			clear(w[:off])
+			c.pool.Put(buf)
+			c.werr = err
+			return 0, err
+		}
+		off += headerSize + m + tagSize
+		pt = pt[m:]
+	}
+	n, err := c.conn.Write(w)
+	if n >= size {
+		c.pool.Put(buf)
+		return len(chunk), err
+	}
+	if err == nil {
+		err = io.ErrShortWrite
+	}
+	// Frames of which no byte went out are undone: their counter values
+	// will seal other plaintext, so their ciphertext must never be seen
+	// (it is cleared). The rest of a frame cut midway goes out first on
+	// the next Write.
+	touched := (max(n, 0) + full - 1) / full
+	c.out.ctr = saved
+	for range touched {
+		c.out.ctr.inc()
+	}
+	end := min(size, touched*full)
+	clear(w[end:])
+	c.pend.Keep(c.pool, buf, max(n, 0), end)
+	return min(len(chunk), touched*c.payload), err
 }
 
 var (

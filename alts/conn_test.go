@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/record"
+	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 func TestAES128GCMVector(t *testing.T) {
@@ -396,7 +400,7 @@ func TestRekeyBoundary(t *testing.T) {
 	for _, sender := range []Side{ClientSide, ServerSide} {
 		t.Run("from-"+sender.String(), func(t *testing.T) {
 			bc := &bufConn{}
-			w, err := NewConn(bc, sender, AES128GCMRekey, testKeyRekey)
+			w, err := newConnUnguarded(bc, sender, AES128GCMRekey, testKeyRekey)
 			require.NoError(t, err)
 			w.setCounters(refCounter(sender, start), refCounter(other(sender), 0))
 			var want, all []byte
@@ -470,7 +474,7 @@ func TestCounterOverflow(t *testing.T) {
 	}{{AES128GCM, 1<<40 - 1}, {AES128GCMRekey, 1<<64 - 1}} {
 		t.Run(tt.protocol, func(t *testing.T) {
 			bc := &bufConn{}
-			w, err := NewConn(bc, ClientSide, tt.protocol, keyFor(tt.protocol), WithMaxFrameSize(MinFrameSize))
+			w, err := newConnUnguarded(bc, ClientSide, tt.protocol, keyFor(tt.protocol), WithMaxFrameSize(MinFrameSize))
 			require.NoError(t, err)
 			// Two frames left; a three-frame write writes two and fails.
 			w.setCounters(refCounter(ClientSide, tt.last-1), refCounter(ServerSide, 0))
@@ -551,7 +555,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range []int{1, 1 << 20} {
 				counting := &countingPool{Pool: bufferpool.NewTiered(bufferpool.WithDebug())}
-				c, err := NewConn(&bufConn{r: &chunkReader{data: tt.data, sizes: []int{chunk}}}, ServerSide, AES128GCM, testKey128, WithPool(counting))
+				c, err := newConnUnguarded(&bufConn{r: &chunkReader{data: tt.data, sizes: []int{chunk}}}, ServerSide, AES128GCM, testKey128, WithPool(counting))
 				require.NoError(t, err)
 				got, err := readAll(c, 1000)
 				require.ErrorIs(t, err, tt.target)
@@ -562,7 +566,7 @@ func TestBadInput(t *testing.T) {
 					require.ErrorIs(t, err2, tt.target)
 				}
 				require.Zero(t, counting.Pool.(*bufferpool.Tiered).Stats().InUseBytes)
-				require.LessOrEqual(t, counting.max, wakeReadSize, "no buffer sized by the bad header")
+				require.LessOrEqual(t, counting.max, record.WakeReadSize, "no buffer sized by the bad header")
 			}
 		})
 	}
@@ -582,14 +586,14 @@ func TestPartialFramePinsWhatArrived(t *testing.T) {
 	big := ref.frame(t, ClientSide, 0, make([]byte, MaxFrameSize-20))
 	cc := newChanConn()
 	tiered := bufferpool.NewTiered()
-	c, err := NewConn(cc, ServerSide, AES128GCM, testKey128, WithPool(tiered))
+	c, err := newConnUnguarded(cc, ServerSide, AES128GCM, testKey128, WithPool(tiered))
 	require.NoError(t, err)
 	got := make(chan error, 1)
 	go func() {
 		_, err := io.ReadFull(c, make([]byte, MaxFrameSize-20))
 		got <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	cc.waitIdle(t)
 	require.Zero(t, tiered.Stats().InUseBytes, "idle")
 	arrived := 0
 	for _, piece := range []int{100, 900, 3000, 10_000, 50_000, 200_000, 1 << 20} {
@@ -599,9 +603,8 @@ func TestPartialFramePinsWhatArrived(t *testing.T) {
 		if arrived == len(big) {
 			break
 		}
-		// Wait until the reader has taken the piece in and parked again.
-		require.Eventually(t, func() bool { return len(cc.ch) == 0 && tiered.Stats().Gets == tiered.Stats().Puts+1 }, 5*time.Second, time.Millisecond)
-		time.Sleep(5 * time.Millisecond)
+		// Wait until the reader has taken the piece in and waits again.
+		cc.waitIdle(t)
 		held := tiered.Stats().InUseBytes
 		require.LessOrEqual(t, held, int64(max(2*arrived+arrived/2, 2*minHold)), "arrived %d", arrived)
 		require.GreaterOrEqual(t, held, int64(arrived))
@@ -620,7 +623,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 			data := sealFrames(t, protocol, ClientSide, []byte("one"), make([]byte, 40000), []byte("three"))
 			cc := newChanConn()
 			pool := bufferpool.NewTiered(bufferpool.WithDebug())
-			c, err := NewConn(cc, ServerSide, protocol, keyFor(protocol), WithPool(pool))
+			c, err := newConnUnguarded(cc, ServerSide, protocol, keyFor(protocol), WithPool(pool))
 			require.NoError(t, err)
 			out := make(chan []byte)
 			go func() {
@@ -635,7 +638,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 				}
 			}()
 			idle := func() {
-				time.Sleep(10 * time.Millisecond)
+				cc.waitIdle(t)
 				require.Zero(t, pool.Stats().InUseBytes)
 			}
 			idle()
@@ -643,7 +646,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 			require.Equal(t, "one", string(<-out))
 			idle()
 			cc.ch <- data[27:1000]
-			time.Sleep(10 * time.Millisecond)
+			cc.waitIdle(t)
 			require.LessOrEqual(t, pool.Stats().InUseBytes, int64(2*minHold))
 			cc.ch <- data[1000 : len(data)-10]
 			total := 0
@@ -651,7 +654,7 @@ func TestIdleHoldsNothing(t *testing.T) {
 				total += len(<-out)
 			}
 			require.Equal(t, 40000, total)
-			time.Sleep(10 * time.Millisecond)
+			cc.waitIdle(t)
 			require.LessOrEqual(t, pool.Stats().InUseBytes, int64(minHold), "only the partial last frame")
 			cc.ch <- data[len(data)-10:]
 			require.Equal(t, "three", string(<-out))
@@ -683,7 +686,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 			// Prepare 4 rounds of frames to replay.
 			msg := make([]byte, 20000)
 			w := &bufConn{}
-			wc, err := NewConn(w, ClientSide, protocol, keyFor(protocol), WithPool(pool))
+			wc, err := newConnUnguarded(w, ClientSide, protocol, keyFor(protocol), WithPool(pool))
 			require.NoError(t, err)
 			_, err = wc.Write(msg)
 			require.NoError(t, err)
@@ -697,7 +700,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 
 			data := w.written()
 			src := &loopReader{}
-			rc, err := NewConn(&bufConn{r: src}, ServerSide, protocol, keyFor(protocol), WithPool(pool))
+			rc, err := newConnUnguarded(&bufConn{r: src}, ServerSide, protocol, keyFor(protocol), WithPool(pool))
 			require.NoError(t, err)
 			buf := make([]byte, len(msg))
 			small := make([]byte, 1000)
@@ -723,7 +726,28 @@ func TestSteadyStateAllocs(t *testing.T) {
 				}
 			})
 			require.Zero(t, allocs, "Read")
+			// ReadOnReady: a whole frame into a buffer of the caller's
+			// pool, and frames larger than size in pieces.
+			out := bufferpool.NewTiered()
+			allocs = testing.AllocsPerRun(40, func() {
+				src.data = data[k*per : (k+1)*per]
+				k++
+				for got := 0; got < len(msg); {
+					size := 32 << 10
+					if got > 0 {
+						size = 1000
+					}
+					b, n, err := rc.ReadOnReady(size, out)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out.Put(b)
+					got += n
+				}
+			})
+			require.Zero(t, allocs, "ReadOnReady")
 			require.Zero(t, pool.Stats().InUseBytes)
+			require.Zero(t, out.Stats().InUseBytes)
 		})
 	}
 }
@@ -775,7 +799,7 @@ func TestTCPDeadlineAndClose(t *testing.T) {
 				_, err := sv.Read(make([]byte, 10))
 				errc <- err
 			}()
-			time.Sleep(30 * time.Millisecond)
+			testnet.WaitParked(t, "alts.(*Conn).Read")
 			if rawPathExpected {
 				require.False(t, pinsWhileWaiting(t, cl.NetConn()), "readyreader must not pin on a TCP socket on Unix")
 				require.Zero(t, pool.Stats().InUseBytes, "idle Conn owns a buffer while a Read is parked")
@@ -812,8 +836,8 @@ func TestCloseWhilePartialBuffered(t *testing.T) {
 		_, err := sv.Read(make([]byte, 10))
 		errc <- err
 	}()
-	require.Eventually(t, func() bool { return pool.Stats().InUseBytes > 0 }, 5*time.Second, time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
+	require.Eventually(t, func() bool { return pool.Stats().InUseBytes > 0 }, 30*time.Second, time.Millisecond)
+	testnet.WaitParked(t, "alts.(*Conn).Read")
 	if rawPathExpected {
 		require.False(t, pinsWhileWaiting(t, cl.NetConn()), "readyreader must not pin on a TCP socket on Unix")
 		require.LessOrEqual(t, pool.Stats().InUseBytes, int64(2*minHold), "partial frame pins about what arrived")
@@ -824,50 +848,110 @@ func TestCloseWhilePartialBuffered(t *testing.T) {
 }
 
 // TestConcurrentReadWrite runs a reader and a writer on each end at once
-// (under -race), with Close in the middle of it.
+// (under -race), for both record protocols, with Close in the middle of it:
+// every byte read must be the next byte of what the other end wrote, and
+// both directions must have moved at least 1 MiB before Close.
 func TestConcurrentReadWrite(t *testing.T) {
-	pool := bufferpool.NewTiered()
-	cl, sv := connPair(t, AES128GCMRekey, true, pool)
-	msg := bytes.Repeat([]byte("0123456789"), 5000)
-	done := make(chan struct{})
-	for _, c := range []*Conn{cl, sv} {
-		go func() {
-			for {
-				if _, err := c.Write(msg); err != nil {
-					done <- struct{}{}
-					return
+	for _, protocol := range protocols {
+		t.Run(protocol, func(t *testing.T) {
+			pool := bufferpool.NewTiered()
+			cl, sv := connPair(t, protocol, true, pool)
+			// Side s writes the byte sequence pattern(s, 0), pattern(s, 1), ...
+			pattern := func(s Side, i int) byte { return byte(i*7 + i/251 + int(s)*101) }
+			const enough = 1 << 20
+			var wg sync.WaitGroup
+			received := make(chan int, 2) // once per reader, at enough bytes
+			errs := make(chan error, 2)
+			for _, c := range []*Conn{cl, sv} {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					msg := make([]byte, 50_000)
+					sizes := []int{1, 10, 1000, 16_000, 16_360, 50_000}
+					for off, i := 0, 0; ; i++ {
+						m := msg[:sizes[i%len(sizes)]]
+						for j := range m {
+							m[j] = pattern(c.Side(), off+j)
+						}
+						n, err := c.Write(m)
+						off += n
+						if err != nil {
+							return
+						}
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, 7000)
+					peer := other(c.Side())
+					total, told := 0, false
+					for {
+						n, err := c.Read(buf)
+						for j := range n {
+							if buf[j] != pattern(peer, total+j) {
+								errs <- fmt.Errorf("%v read a wrong byte at offset %d", c.Side(), total+j)
+								return
+							}
+						}
+						total += n
+						if total >= enough && !told {
+							received <- total
+							told = true
+						}
+						if err != nil {
+							if !told {
+								errs <- fmt.Errorf("%v: %w after %d bytes", c.Side(), err, total)
+							}
+							return
+						}
+					}
+				}()
+			}
+			for range 2 {
+				select {
+				case <-received:
+				case err := <-errs:
+					t.Fatal(err)
 				}
 			}
-		}()
-		go func() {
-			buf := make([]byte, 7000)
-			for {
-				if _, err := c.Read(buf); err != nil {
-					done <- struct{}{}
-					return
-				}
+			cl.Close()
+			sv.Close()
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
 			}
-		}()
+			require.Zero(t, pool.Stats().InUseBytes)
+		})
 	}
-	time.Sleep(100 * time.Millisecond)
-	cl.Close()
-	sv.Close()
-	for range 4 {
-		<-done
-	}
-	require.Zero(t, pool.Stats().InUseBytes)
 }
 
-// TestPartialWrite checks the count a failing Write returns.
+// TestPartialWrite checks the count a failing Write returns: the frames
+// that reached the connection, the one cut midway included (its rest is
+// owed to the stream), and that the rest is sent before anything else.
 func TestPartialWrite(t *testing.T) {
 	lw := &limitedConn{limit: 2*MinFrameSize + 100}
-	c, err := NewConn(lw, ClientSide, AES128GCM, testKey128, WithMaxFrameSize(MinFrameSize))
+	pool := bufferpool.NewTiered(bufferpool.WithDebug())
+	c, err := newConnUnguarded(lw, ClientSide, AES128GCM, testKey128, WithMaxFrameSize(MinFrameSize), WithPool(pool))
 	require.NoError(t, err)
 	n, err := c.Write(make([]byte, 5*(MinFrameSize-frameOverhead)))
-	require.Error(t, err)
-	require.Equal(t, 2*(MinFrameSize-frameOverhead), n)
-	_, err2 := c.Write([]byte("x"))
-	require.Equal(t, err, err2, "write errors are sticky")
+	require.ErrorIs(t, err, errLimit)
+	require.Equal(t, 3*(MinFrameSize-frameOverhead), n)
+	require.Len(t, lw.written(), 2*MinFrameSize+100)
+	// The connection still fails: nothing more is committed.
+	n, err = c.Write([]byte("x"))
+	require.ErrorIs(t, err, errLimit)
+	require.Zero(t, n)
+	require.Len(t, lw.written(), 2*MinFrameSize+100)
+	// Once it works again, the cut frame is completed first.
+	lw.limit = 1 << 20
+	n, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got := refCipher{AES128GCM, testKey128}.decode(t, ClientSide, 0, lw.written())
+	require.Equal(t, append(make([]byte, 3*(MinFrameSize-frameOverhead)), 'x'), got)
+	require.NoError(t, c.Close())
+	require.Zero(t, pool.Stats().InUseBytes)
 }
 
 type limitedConn struct {
@@ -880,6 +964,7 @@ var errLimit = errors.New("limit reached")
 func (l *limitedConn) Write(p []byte) (int, error) {
 	n := min(len(p), l.limit)
 	l.limit -= n
+	l.bufConn.Write(p[:n])
 	if n < len(p) {
 		return n, errLimit
 	}
@@ -888,7 +973,7 @@ func (l *limitedConn) Write(p []byte) (int, error) {
 
 func TestAccessors(t *testing.T) {
 	bc := &bufConn{}
-	c, err := NewConn(bc, ServerSide, AES128GCMRekey, testKeyRekey)
+	c, err := newConnUnguarded(bc, ServerSide, AES128GCMRekey, testKeyRekey)
 	require.NoError(t, err)
 	require.Same(t, net.Conn(bc), c.NetConn())
 	require.Equal(t, ServerSide, c.Side())

@@ -16,36 +16,48 @@
 //
 // NewConn only runs the record layer; the key comes from a handshake (ALTS's
 // own handshaker service, or the TLS 1.3 handshake of [Client] and [Server]).
+// A key is for one connection only: NewConn clears the caller's copy and
+// refuses a key it was given before for the same side (see [NewConn]).
 //
 // A Conn reads through [readyreader.New]: while no bytes are buffered it
 // waits for readability without owning a buffer, takes one from its
 // [bufferpool.Pool] when bytes arrive, decrypts frames in place (or straight
-// into the caller's slice when it is large enough) and gives the buffer back
-// as soon as the plaintext has been read. A frame that arrives slowly pins
-// about what has arrived, not the length its header announces. Because a
-// Conn is itself a [readyreader.Reader] (see [Conn.ReadOnReady]), a layer on
-// top of it, such as an HTTP/2 framer, can stay non-pinning too. Where
-// readyreader has to fall back to blocking reads (Windows, or a net.Conn that
-// is not a bare socket), a read must own its buffer while it waits; an idle
-// Conn then pins a 20 KiB buffer, about one frame, instead of taking 64 KiB
-// at a time as it does once bytes are there on the non-pinning path.
+// into the caller's slice, or a buffer from the caller's pool of just the
+// frame's size, when a whole frame fits) and gives the buffer back, cleared
+// where plaintext was, as soon as the plaintext has been read. A frame that
+// arrives slowly pins about what has arrived, not the length its header
+// announces. Because a Conn is itself a [readyreader.Reader] (see
+// [Conn.ReadOnReady]), a layer on top of it, such as an HTTP/2 framer, can
+// stay non-pinning too. Where readyreader has to fall back to blocking reads
+// (Windows, or a net.Conn that is not a bare socket), a read must own its
+// buffer while it waits; an idle Conn then pins a 20 KiB buffer, about one
+// frame, instead of taking 64 KiB at a time as it does once bytes are there
+// on the non-pinning path. The read path a reader parks in is kept shallow,
+// so that its goroutine keeps the smallest (2 KiB) stack while idle.
 //
 // Besides that, an idle Conn keeps little: its own struct, the TLS handshake
-// result of [Client] and [Server], and one AES-GCM instance, which the two
-// directions share for as long as their frame keys are equal (always for
-// AES128GCM; for AES128GCMRekey while both counters are in the same 2^16-frame
-// key epoch). For AES128GCMRekey it keeps the 32-byte key-derivation key,
-// not an HMAC instance: the HMAC and a new AES-GCM instance are built when a
-// direction enters a new key epoch, once every 2^16 frames, and those are
-// the only allocations the record layer makes itself after its first frame
-// (buffers come from the pool).
+// result of [Client] and [Server], and one AES-GCM instance per direction
+// (about 0.8 KiB each: crypto/cipher documents no concurrent use of one
+// AEAD, so the reading and the writing goroutine never share one). For
+// AES128GCMRekey it keeps the 32-byte key-derivation key, not an HMAC
+// instance: the HMAC and a new AES-GCM instance are built when a direction
+// enters a new key epoch, once every 2^16 frames, on a goroutine of their own
+// (so the reader's stack does not grow), and those are the only allocations
+// the record layer makes itself after NewConn (buffers come from the pool).
 //
 // Errors: a frame that fails authentication or is malformed ends the read
 // side for good with an error wrapping [ErrAuth] or [ErrMalformed]; no byte
 // of such a frame is returned. A stream that ends inside a frame reports an
 // error wrapping [io.ErrUnexpectedEOF]; one that ends at a frame boundary
-// reports [io.EOF]. Errors of the underlying connection (deadlines:
-// [os.ErrDeadlineExceeded]; Close: [net.ErrClosed]) are passed through.
+// reports [io.EOF]. Errors of the underlying connection are passed through
+// as they are (a deadline: its timeout error, wrapping
+// [os.ErrDeadlineExceeded] for the net package's connections; Close:
+// [net.ErrClosed]). As in crypto/tls, every read error but a timeout is
+// sticky. Timeouts break nothing, for reads or writes: a Write that times
+// out undoes the frames of which no byte was sent and finishes a frame it
+// cut before anything else, so the Conn passes
+// golang.org/x/net/nettest.TestConn. Close does not wait for a Read or
+// Write in progress.
 //
 // # Security
 //

@@ -1,6 +1,8 @@
 package alts_test
 
 import (
+	"bytes"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -9,14 +11,14 @@ import (
 )
 
 // Two ends of a connection run the record protocol with a key agreed on by
-// some handshake (here a fixed one).
+// some handshake (here a random one; both ends are in this process, so the
+// client gets a copy: NewConn clears the key it is given). A key is for one
+// connection only.
 func ExampleNewConn() {
 	key := make([]byte, 44) // AES128GCMRekey takes a 44-byte key
-	for i := range key {
-		key[i] = byte(i)
-	}
+	rand.Read(key)
 	a, b := net.Pipe()
-	client, err := alts.NewConn(a, alts.ClientSide, alts.AES128GCMRekey, key)
+	client, err := alts.NewConn(a, alts.ClientSide, alts.AES128GCMRekey, bytes.Clone(key))
 	if err != nil {
 		panic(err)
 	}

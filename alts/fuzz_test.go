@@ -35,7 +35,7 @@ func FuzzServerRead(f *testing.F) {
 		want := ref.decode(t, ClientSide, 0, data)
 		pool := bufferpool.NewTiered(bufferpool.WithDebug())
 		sizes := []int{int(split) + 1, int(split)*97 + 1, 1 << 16}
-		c, err := NewConn(&bufConn{r: &chunkReader{data: data, sizes: sizes}}, ServerSide, AES128GCM, testKey128, WithPool(pool))
+		c, err := newConnUnguarded(&bufConn{r: &chunkReader{data: data, sizes: sizes}}, ServerSide, AES128GCM, testKey128, WithPool(pool))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,10 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"time"
+
+	"github.com/readyconn/readyconn/internal/record"
 )
 
 // ALPN is the application protocol that Client and Server negotiate. A peer
@@ -62,11 +61,13 @@ func Server(c net.Conn, cfg *tls.Config, opts ...Option) (*Conn, error) {
 	return handshake(context.Background(), c, cfg, ServerSide, opts)
 }
 
-// ClientContext is [Client] with the handshake bounded by ctx: if ctx has a
-// deadline it becomes c's deadline for the handshake, and cancelling ctx
-// interrupts the handshake (the error then wraps ctx.Err()). If ctx has a
-// deadline, it replaces any deadline set on c and is cleared once the
-// handshake has succeeded; otherwise c's deadline is left as it was.
+// ClientContext is [Client] with the handshake bounded by ctx: crypto/tls
+// runs it with [tls.Conn.HandshakeContext], so cancelling ctx (or its
+// deadline passing) before the handshake completes interrupts it, closes c
+// and makes the error wrap ctx.Err(); once the handshake has completed, ctx
+// no longer matters. ctx reaches the tls.Config callbacks (for a server,
+// [tls.ClientHelloInfo.Context] in GetConfigForClient and GetCertificate).
+// c's own deadlines are left as they are.
 func ClientContext(ctx context.Context, c net.Conn, cfg *tls.Config, opts ...Option) (*Conn, error) {
 	return handshake(ctx, c, cfg, ClientSide, opts)
 }
@@ -105,9 +106,6 @@ func DialContext(ctx context.Context, network, addr string, cfg *tls.Config, opt
 	}
 	return ClientContext(ctx, c, cfg, opts...)
 }
-
-// aLongTimeAgo is a deadline in the past, used to interrupt blocked I/O.
-var aLongTimeAgo = time.Unix(1, 0)
 
 // handshake runs the handshake on a goroutine of its own and waits for it.
 // crypto/tls's key exchange and certificate checks grow a goroutine's stack
@@ -154,41 +152,24 @@ func runHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, o
 		return nil, errors.New("tls.Config.MaxVersion is below TLS 1.3, which alts requires")
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, contextError(ctx, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		if err := c.SetDeadline(dl); err != nil {
-			return nil, err
-		}
-	}
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
-	}
-	_, hasDeadline := ctx.Deadline()
-
-	rc := &recordConn{Conn: c}
+	// crypto/tls reads the socket through hc one TLS record at a time, so
+	// that when the handshake ends no byte of the first ALTS frame, which
+	// may follow the peer's Finished at once, has been taken.
+	hc := record.NewHandshakeConn(c, false)
 	var tc *tls.Conn
 	if side == ClientSide {
-		tc = tls.Client(rc, clientConfig(cfg))
+		tc = tls.Client(hc, clientConfig(cfg))
 	} else {
-		tc = tls.Server(rc, serverConfig(cfg))
+		tc = tls.Server(hc, serverConfig(cfg))
 	}
 	// Never Close tc: that would send a TLS close_notify on the socket
 	// that now carries ALTS records. On error the deferred func closes c.
-	err = tc.Handshake()
-	if !stop() || (err != nil && ctx.Err() != nil) {
-		// The context interrupted the handshake (or fired just after
-		// it): report why.
-		return nil, fmt.Errorf("%w (%w)", ctx.Err(), errOr(err, context.Cause(ctx)))
-	}
-	if err != nil && hasDeadline && errors.Is(err, os.ErrDeadlineExceeded) {
-		// The socket deadline is ctx's deadline; its timer may not
-		// have fired yet.
-		return nil, fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
-	}
-	if err != nil {
-		return nil, err
+	// HandshakeContext closes c itself if ctx ends first, and then
+	// returns ctx.Err().
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, contextError(ctx, err)
 	}
 	state := tc.ConnectionState()
 	if state.Version != tls.VersionTLS13 {
@@ -199,19 +180,14 @@ func runHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, o
 	if state.NegotiatedProtocol != ALPN {
 		return nil, ErrALPN
 	}
-	if rc.remaining != 0 || rc.hdrOff != 0 {
+	if !hc.Between() {
 		return nil, errors.New("TLS handshake ended inside a record")
 	}
-	key, err := state.ExportKeyingMaterial(ExporterLabel, []byte(AES128GCMRekey), keySizeRekey)
+	key, err := state.ExportKeyingMaterial(ExporterLabel, []byte(AES128GCMRekey), rekeyKeySize)
 	if err != nil {
 		return nil, err
 	}
-	if hasDeadline {
-		if err := c.SetDeadline(time.Time{}); err != nil {
-			return nil, err
-		}
-	}
-	conn, err = NewConn(c, side, AES128GCMRekey, key, opts...)
+	conn, err = newConnUnguarded(c, side, AES128GCMRekey, key, opts...)
 	clear(key)
 	if err != nil {
 		return nil, err
@@ -220,15 +196,17 @@ func runHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, side Side, o
 	return conn, nil
 }
 
-// keySizeRekey is the key length of AES128GCMRekey: a 32-byte KDF key and a
-// 12-byte nonce mask.
-const keySizeRekey = 44
-
-func errOr(err, alt error) error {
-	if err != nil {
+// contextError adds the cause of ctx to err when ctx ended the handshake
+// and has a cause other than ctx.Err().
+func contextError(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if cerr == nil || !errors.Is(err, cerr) {
 		return err
 	}
-	return alt
+	if cause := context.Cause(ctx); cause != nil && cause != cerr {
+		return fmt.Errorf("%w (%w)", err, cause)
+	}
+	return err
 }
 
 func clientConfig(cfg *tls.Config) *tls.Config {
@@ -263,78 +241,4 @@ func applyDefaults(cfg *tls.Config) {
 		cfg.MaxVersion = tls.VersionTLS13
 	}
 	cfg.NextProtos = []string{ALPN}
-}
-
-// TLS record framing, as read by recordConn.
-const (
-	recordHeaderLen = 5
-	// maxRecordLen is the largest TLS 1.3 record body (2^14 + 256, RFC
-	// 8446 section 5.2); crypto/tls refuses larger ones too, before reading
-	// them.
-	maxRecordLen = 16384 + 256
-)
-
-// recordConn is the socket as the tls.Conn sees it during the handshake: its
-// Read never returns a byte beyond the end of the TLS record being read, so
-// when the handshake ends no byte that follows the peer's last handshake
-// record (the first ALTS frame) has been taken from the socket.
-type recordConn struct {
-	net.Conn
-	hdr       [recordHeaderLen]byte
-	hdrOff    int   // bytes of hdr read from the socket (0 between records)
-	hdrOut    int   // bytes of hdr already returned to the tls.Conn
-	remaining int   // body bytes of the current record still on the socket
-	err       error // sticky, after an oversized record header
-}
-
-var errRecordTooLarge = errors.New("alts: TLS record longer than 2^14+256 bytes")
-
-func (r *recordConn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if r.err != nil && r.hdrOut == recordHeaderLen {
-		return 0, r.err
-	}
-	if r.hdrOff < recordHeaderLen {
-		n, err := io.ReadFull(r.Conn, r.hdr[r.hdrOff:])
-		r.hdrOff += n
-		if r.hdrOff < recordHeaderLen {
-			if err == io.EOF && r.hdrOff > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			// Hand over what arrived so crypto/tls reports the
-			// truncation or deadline itself.
-			n := copy(p, r.hdr[r.hdrOut:r.hdrOff])
-			r.hdrOut += n
-			return n, err
-		}
-		r.remaining = int(r.hdr[3])<<8 | int(r.hdr[4])
-		if r.remaining > maxRecordLen {
-			// Let crypto/tls see the header and refuse the record
-			// with the right alert; never read its body.
-			r.remaining = 0
-			r.err = errRecordTooLarge
-		}
-	}
-	if r.hdrOut < recordHeaderLen {
-		n := copy(p, r.hdr[r.hdrOut:])
-		r.hdrOut += n
-		if r.hdrOut == recordHeaderLen && r.remaining == 0 && r.err == nil {
-			r.hdrOff, r.hdrOut = 0, 0
-		}
-		return n, nil
-	}
-	if len(p) > r.remaining {
-		p = p[:r.remaining]
-	}
-	n, err := r.Conn.Read(p)
-	r.remaining -= n
-	if r.remaining == 0 {
-		r.hdrOff, r.hdrOut = 0, 0
-	}
-	if err == io.EOF && r.remaining > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -95,7 +96,7 @@ func (b *bufConn) SetWriteDeadline(t time.Time) error { return nil }
 func sealFrames(t testing.TB, protocol string, side Side, msgs ...[]byte) []byte {
 	t.Helper()
 	bc := &bufConn{}
-	c, err := NewConn(bc, side, protocol, keyFor(protocol), WithPool(bufferpool.NewTiered()))
+	c, err := newConnUnguarded(bc, side, protocol, keyFor(protocol), WithPool(bufferpool.NewTiered()))
 	require.NoError(t, err)
 	for _, m := range msgs {
 		_, err := c.Write(m)
@@ -108,7 +109,7 @@ func sealFrames(t testing.TB, protocol string, side Side, msgs ...[]byte) []byte
 func newReaderConn(t testing.TB, protocol string, side Side, r io.Reader, opts ...Option) (*Conn, *bufferpool.Tiered) {
 	t.Helper()
 	pool := bufferpool.NewTiered(bufferpool.WithDebug())
-	c, err := NewConn(&bufConn{r: r}, side, protocol, keyFor(protocol), append([]Option{WithPool(pool)}, opts...)...)
+	c, err := newConnUnguarded(&bufConn{r: r}, side, protocol, keyFor(protocol), append([]Option{WithPool(pool)}, opts...)...)
 	require.NoError(t, err)
 	return c, pool
 }
@@ -223,9 +224,9 @@ func connPair(t testing.TB, protocol string, tcp bool, pool bufferpool.Pool, opt
 		a, b = net.Pipe()
 	}
 	opts = append([]Option{WithPool(pool)}, opts...)
-	cl, err := NewConn(a, ClientSide, protocol, keyFor(protocol), opts...)
+	cl, err := newConnUnguarded(a, ClientSide, protocol, keyFor(protocol), opts...)
 	require.NoError(t, err)
-	sv, err := NewConn(b, ServerSide, protocol, keyFor(protocol), opts...)
+	sv, err := newConnUnguarded(b, ServerSide, protocol, keyFor(protocol), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { cl.Close(); sv.Close() })
 	return cl, sv
@@ -260,6 +261,14 @@ func (c *chanConn) next() bool {
 	return true
 }
 
+// waitIdle waits until the reader has taken every chunk sent and waits for
+// the next one (proved by its goroutine's stack, not by a sleep).
+func (c *chanConn) waitIdle(t testing.TB) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(c.ch) == 0 }, 30*time.Second, time.Millisecond)
+	testnet.WaitBlocked(t, "alts.(*chanConn).next")
+}
+
 func (c *chanConn) Read(p []byte) (int, error) {
 	if !c.next() {
 		return 0, io.EOF
@@ -292,4 +301,23 @@ func pinsWhileWaiting(t testing.TB, c net.Conn) bool {
 	require.Nil(t, buf)
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	return probe.max > 0
+}
+
+// minHold is the smallest buffer the record reader keeps a partial frame in.
+const minHold = 4 << 10
+
+// mustConn is newConnUnguarded, which must succeed: tests replay frames
+// sealed under fixed keys, which NewConn would refuse the second time.
+func mustConn(t testing.TB, c net.Conn, side Side, protocol string, key []byte, opts ...Option) *Conn {
+	t.Helper()
+	ac, err := newConnUnguarded(c, side, protocol, key, opts...)
+	require.NoError(t, err)
+	return ac
+}
+
+// randomKey returns a fresh key for protocol.
+func randomKey(t testing.TB, protocol string) []byte {
+	k := make([]byte, len(keyFor(protocol)))
+	rand.Read(k)
+	return k
 }

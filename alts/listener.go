@@ -44,6 +44,14 @@ type ListenConfig struct {
 	// goroutine) with the remote address and the error of every failed
 	// handshake. Failed handshakes are never returned by Accept.
 	HandshakeError func(remote net.Addr, err error)
+
+	// AcceptError, if not nil, is called (from the listener's accept
+	// goroutine) with every error of the inner listener's Accept other
+	// than its closing, and the pause before the next Accept. Such errors
+	// are never returned by Accept: the listener backs off and retries,
+	// so that running out of file descriptors for a moment does not stop
+	// a server. Log them here.
+	AcceptError func(err error, retryIn time.Duration)
 }
 
 // Listen announces on the local network address and returns a listener
@@ -87,8 +95,12 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, addr string, cfg *t
 // The listener owns inner. Close closes inner, interrupts the handshakes in
 // progress, closes the handshaken connections nobody accepted, and returns
 // once every goroutine the listener started has ended; Accept then returns
-// an error wrapping net.ErrClosed. If inner's Accept fails with an error
-// that is not a timeout, Accept returns that error from then on.
+// an error wrapping net.ErrClosed.
+//
+// When inner's Accept fails, the listener pauses (5 ms, doubling up to 1 s
+// while failures go on) and tries again, whatever the error (see
+// ListenConfig.AcceptError), except when inner was closed: then Accept
+// returns inner's error from then on.
 //
 // NewListener panics if cfg is nil: a server cannot handshake without a
 // certificate.
@@ -102,11 +114,13 @@ func (lc *ListenConfig) NewListener(inner net.Listener, cfg *tls.Config) net.Lis
 		timeout: lc.HandshakeTimeout,
 		opts:    append([]Option(nil), lc.ConnOptions...),
 		onErr:   lc.HandshakeError,
-		slots:   make(chan struct{}, max(lc.MaxHandshakes, 0)),
-		ready:   make(chan *Conn),
-		done:    make(chan struct{}),
-		failed:  make(chan struct{}),
-		active:  make(map[net.Conn]struct{}),
+
+		onAcceptErr: lc.AcceptError,
+		slots:       make(chan struct{}, max(lc.MaxHandshakes, 0)),
+		ready:       make(chan *Conn),
+		done:        make(chan struct{}),
+		failed:      make(chan struct{}),
+		active:      make(map[net.Conn]struct{}),
 	}
 	if l.timeout <= 0 {
 		l.timeout = DefaultHandshakeTimeout
@@ -126,10 +140,12 @@ type listener struct {
 	opts    []Option
 	onErr   func(net.Addr, error)
 
+	onAcceptErr func(error, time.Duration)
+
 	slots  chan struct{} // semaphore over handshakes not yet accepted
 	ready  chan *Conn    // handshaken connections, unbuffered
 	done   chan struct{} // closed by Close
-	failed chan struct{} // closed when inner.Accept failed for good
+	failed chan struct{} // closed when inner was closed under the listener
 	err    error         // why; written before failed is closed
 
 	closeOnce sync.Once
@@ -138,6 +154,19 @@ type listener struct {
 	mu     sync.Mutex
 	active map[net.Conn]struct{} // sockets whose handshake is running
 	closed bool
+}
+
+// Bounds of the pause after a failed Accept of the inner listener, as in
+// net/http: 5 ms, doubling up to 1 s.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// nextBackoff is the pause after a failed Accept that followed a pause of
+// prev (zero after a successful Accept).
+func nextBackoff(prev time.Duration) time.Duration {
+	return min(max(2*prev, minAcceptBackoff), maxAcceptBackoff)
 }
 
 func (l *listener) acceptLoop() {
@@ -152,27 +181,33 @@ func (l *listener) acceptLoop() {
 		c, err := l.inner.Accept()
 		if err != nil {
 			<-l.slots
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, net.ErrClosed) {
-				// Transient (for example a deadline on inner): back
-				// off like net/http and try again.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(backoff)
+			if errors.Is(err, net.ErrClosed) {
+				// The inner listener was closed (by Close, or by
+				// someone else): Accept reports it.
 				select {
-				case <-t.C:
-					continue
 				case <-l.done:
-					t.Stop()
-					return
+				default:
+					l.err = err
+					close(l.failed)
 				}
+				return
 			}
+			// Anything else may pass: running out of file descriptors
+			// (EMFILE, ENFILE), a connection reset before it was
+			// accepted, a deadline on inner. Back off and try again, as
+			// net/http and grpc.Server do.
+			backoff = nextBackoff(backoff)
+			if l.onAcceptErr != nil {
+				l.onAcceptErr(err, backoff)
+			}
+			t := time.NewTimer(backoff)
 			select {
+			case <-t.C:
+				continue
 			case <-l.done:
-			default:
-				l.err = err
-				close(l.failed)
+				t.Stop()
+				return
 			}
-			return
 		}
 		backoff = 0
 		l.mu.Lock()

@@ -6,7 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"sync"
+	"fmt"
 )
 
 // Wire constants of the ALTS record protocol.
@@ -27,6 +27,22 @@ const (
 	aes128GCMCounterMask = 1<<40 - 1
 	rekeyCounterMask     = ^uint64(0)
 )
+
+// frameLength is the record.Format Length of an ALTS frame: h is its 8-byte
+// header (length, which does not count itself, and type, both
+// little-endian). It refuses a length outside [20, MaxFrameSize] and a type
+// whose low byte is not 6, as grpc-go does, before any buffer is sized for
+// the frame.
+func frameLength(h []byte) (int, error) {
+	length := binary.LittleEndian.Uint32(h)
+	if length < typeFieldSize+tagSize || length > MaxFrameSize {
+		return 0, fmt.Errorf("%w: length field %d outside [%d, %d]", ErrMalformed, length, typeFieldSize+tagSize, MaxFrameSize)
+	}
+	if t := binary.LittleEndian.Uint32(h[lenFieldSize:]); t&0xff != recordMsgType {
+		return 0, fmt.Errorf("%w: message type %#x, want low byte %#x", ErrMalformed, t, recordMsgType)
+	}
+	return lenFieldSize + int(length), nil
+}
 
 // counter is the 96-bit little-endian frame counter of one direction. Only
 // the low 8 bytes can change (lo, as a little-endian uint64; mask says which
@@ -69,58 +85,22 @@ func (c *counter) inc() {
 	}
 }
 
-// keySchedule is the key material that both directions of a Conn share.
-// Both directions run under the same record key (the direction bit keeps
-// their nonces apart), so they can also share a frame AEAD whenever their
-// frame keys are equal: always for AES128GCM, and for AES128GCMRekey while
-// both counters are in the same 2^16-frame epoch (counter bytes 2..7), which
-// includes the first 2^16 frames of each direction. An AES-GCM AEAD made by
-// crypto/cipher.NewGCM over crypto/aes is not changed by Seal or Open: the
-// key schedule and GHASH table are written once, in NewGCM (checked in the
-// Go 1.26 sources, assembly and generic code). So the reading and the
-// writing goroutine may use one at the same time.
+// keyMaterial is the record key of AES128GCMRekey, split into its
+// key-derivation key and nonce mask. The two directions of a Conn read it;
+// nothing writes it after NewConn.
 //
-// For AES128GCMRekey the schedule keeps only the 32-byte key-derivation key
-// and the nonce mask, not an HMAC instance: an idle connection should not
-// carry about 1 KiB of hash state that is needed once every 2^16 frames. The
-// HMAC is built when a frame key is derived, which allocates (as the new
-// AEAD does anyway) once per epoch and direction.
-type keySchedule struct {
-	// mu is held by a direction while it changes its frame AEAD, and by
-	// the other direction while it looks at that AEAD to share it.
-	mu     sync.Mutex
-	rekey  bool
+// Only the 32-byte derivation key is kept, not an HMAC instance: an idle
+// connection should not carry about 1 KiB of hash state that is needed once
+// every 2^16 frames.
+type keyMaterial struct {
 	kdfKey [rekeyKDFKeyLen]byte
 	mask   [counterSize]byte
-}
-
-// init sets up k for protocol and key. For AES128GCM it returns the frame
-// AEAD of both directions; for AES128GCMRekey it returns nil and the frame
-// AEADs are derived when the first frame needs them.
-func (k *keySchedule) init(protocol string, key []byte) (cipher.AEAD, error) {
-	switch protocol {
-	case AES128GCM:
-		if len(key) != aes128KeySize {
-			return nil, keySizeError(protocol, len(key), aes128KeySize)
-		}
-		return newAEAD(key)
-	case AES128GCMRekey:
-		if len(key) != rekeyKeySize {
-			return nil, keySizeError(protocol, len(key), rekeyKeySize)
-		}
-		k.rekey = true
-		copy(k.kdfKey[:], key[:rekeyKDFKeyLen])
-		copy(k.mask[:], key[rekeyKDFKeyLen:])
-		return nil, nil
-	default:
-		return nil, unknownProtocolError(protocol)
-	}
 }
 
 // frameAEAD derives the frame AEAD of AES128GCMRekey for a counter whose
 // bytes 2..7 are kdf[0:6]: the key is HMAC-SHA256(kdfKey, kdf[0:6] ||
 // 0x01)[:16].
-func (k *keySchedule) frameAEAD(kdf *[6]byte) (cipher.AEAD, error) {
+func (k *keyMaterial) frameAEAD(kdf *[6]byte) (cipher.AEAD, error) {
 	var info [7]byte
 	copy(info[:6], kdf[:])
 	info[6] = 0x01
@@ -145,61 +125,93 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 // bytes 2..7 are at most 2^48-1.
 const noEpoch = ^uint64(0)
 
-// recordCipher seals or opens frames of one direction. It is not safe for
-// concurrent use; a Conn has one per direction.
+// recordCipher seals or opens the frames of one direction. It is not safe
+// for concurrent use, and a Conn has one per direction, each with an AEAD
+// of its own: crypto/cipher documents no concurrent use of an AEAD, so the
+// reading and the writing goroutine never share one, even where their keys
+// are equal (always for AES128GCM).
 type recordCipher struct {
 	ctr counter
-	// aead is the frame AEAD (for rekey: of epoch kdfCtr). It may be the
-	// same AEAD as other's. It and kdfCtr change only with keys.mu held;
-	// the owner of c reads them without it.
+	// aead is the frame AEAD; for AES128GCMRekey that of epoch kdfCtr
+	// (counter bytes 2..7).
 	aead   cipher.AEAD
-	kdfCtr uint64 // counter bytes 2..7 that aead was derived for, or noEpoch
-	keys   *keySchedule
-	other  *recordCipher // the opposite direction of the Conn, or nil
+	kdfCtr uint64
+	keys   *keyMaterial // AES128GCMRekey only; nil for AES128GCM
 
-	nonce   [counterSize]byte
+	nonce   [counterSize]byte // of the frame prepare was last called for
 	scratch [counterSize]byte
 }
 
-// init sets up c, alone, for protocol with key; directionBit sets byte 11
-// of the initial counter. It returns errUnknownProtocol or errKeySize on bad
-// arguments. A Conn instead sets up one keySchedule and attaches both its
-// directions to it.
+// init sets up c for protocol with key; directionBit sets byte 11 of the
+// initial counter. It derives the first frame AEAD at once, so that the
+// first frame read or written does not grow the stack of the goroutine that
+// handles it (a reader parks right after). It returns an error wrapping
+// ErrUnknownProtocol or ErrKeySize on bad arguments.
 func (c *recordCipher) init(protocol string, key []byte, directionBit bool) error {
-	k := new(keySchedule)
-	aead, err := k.init(protocol, key)
+	switch protocol {
+	case AES128GCM:
+		if len(key) != aes128KeySize {
+			return keySizeError(protocol, len(key), aes128KeySize)
+		}
+		aead, err := newAEAD(key)
+		if err != nil {
+			return err
+		}
+		*c = recordCipher{ctr: newCounter(aes128GCMCounterMask, directionBit), aead: aead}
+		return nil
+	case AES128GCMRekey:
+		if len(key) != rekeyKeySize {
+			return keySizeError(protocol, len(key), rekeyKeySize)
+		}
+		k := new(keyMaterial)
+		copy(k.kdfKey[:], key[:rekeyKDFKeyLen])
+		copy(k.mask[:], key[rekeyKDFKeyLen:])
+		return c.initRekey(k, directionBit)
+	default:
+		return unknownProtocolError(protocol)
+	}
+}
+
+// initRekey sets up c for AES128GCMRekey with keys, which c shares with the
+// other direction of its Conn and never writes.
+func (c *recordCipher) initRekey(keys *keyMaterial, directionBit bool) error {
+	*c = recordCipher{ctr: newCounter(rekeyCounterMask, directionBit), keys: keys, kdfCtr: noEpoch}
+	var zero [6]byte
+	aead, err := keys.frameAEAD(&zero)
 	if err != nil {
 		return err
 	}
-	c.attach(k, aead, nil, directionBit)
+	c.aead, c.kdfCtr = aead, 0
 	return nil
 }
 
-// attach makes c a direction under k, with aead the frame AEAD of
-// AES128GCM (nil for AES128GCMRekey). other is the opposite direction, whose
-// frame AEAD c takes over when it needs the same frame key.
-func (c *recordCipher) attach(k *keySchedule, aead cipher.AEAD, other *recordCipher, directionBit bool) {
-	c.keys, c.other, c.aead, c.kdfCtr = k, other, aead, noEpoch
-	if k.rekey {
-		c.ctr = newCounter(rekeyCounterMask, directionBit)
-	} else {
-		c.ctr = newCounter(aes128GCMCounterMask, directionBit)
-	}
+// needsRekey reports whether the frame with counter value v is sealed under
+// another frame key than c.aead's (AES128GCMRekey, every 2^16 frames).
+func (c *recordCipher) needsRekey(v *[counterSize]byte) bool {
+	return c.keys != nil && binary.LittleEndian.Uint64(v[:8])>>16 != c.kdfCtr
 }
 
-// prepare makes c.aead and c.nonce right for the counter value v. For the
-// rekeying protocol the frame key changes whenever bytes 2..7 of v differ
-// from those of the previous frame: c then shares the other direction's
-// AEAD if that is keyed for the same bytes, and otherwise derives a new one
-// (which allocates, once every 2^16 frames).
+// rekey derives the frame AEAD for the counter value v. It allocates and
+// goes deep into crypto/hmac and crypto/aes, so the read and write paths
+// call it on a goroutine of its own (see onFreshStack): once every 2^16
+// frames.
+func (c *recordCipher) rekey(v *[counterSize]byte) error {
+	aead, err := c.keys.frameAEAD((*[6]byte)(v[2:8]))
+	if err != nil {
+		return err
+	}
+	c.aead, c.kdfCtr = aead, binary.LittleEndian.Uint64(v[:8])>>16
+	return nil
+}
+
+// prepare makes c.aead and c.nonce right for the counter value v.
 func (c *recordCipher) prepare(v *[counterSize]byte) error {
-	if !c.keys.rekey {
+	if c.keys == nil {
 		c.nonce = *v
 		return nil
 	}
-	lo := binary.LittleEndian.Uint64(v[:8])
-	if kdf := lo >> 16; kdf != c.kdfCtr {
-		if err := c.rekeyTo(kdf, (*[6]byte)(v[2:8])); err != nil {
+	if c.needsRekey(v) {
+		if err := onFreshStack(func() error { return c.rekey(v) }); err != nil {
 			return err
 		}
 	}
@@ -209,22 +221,14 @@ func (c *recordCipher) prepare(v *[counterSize]byte) error {
 	return nil
 }
 
-// rekeyTo switches c to the frame key of epoch kdf (whose bytes are b).
-func (c *recordCipher) rekeyTo(kdf uint64, b *[6]byte) error {
-	k := c.keys
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if o := c.other; o != nil && o.kdfCtr == kdf {
-		c.aead = o.aead
-	} else {
-		aead, err := k.frameAEAD(b)
-		if err != nil {
-			return err
-		}
-		c.aead = aead
+// prepareNext prepares c for the next frame: it fails with
+// ErrCounterOverflow once the counter is exhausted.
+func (c *recordCipher) prepareNext() error {
+	if c.ctr.exhausted {
+		return ErrCounterOverflow
 	}
-	c.kdfCtr = kdf
-	return nil
+	c.scratch = c.ctr.value()
+	return c.prepare(&c.scratch)
 }
 
 // sealAt seals plaintext under counter value v and appends ciphertext and
@@ -252,29 +256,10 @@ func (c *recordCipher) openAt(dst []byte, v *[counterSize]byte, ciphertext, aad 
 // seal seals the next frame's plaintext, appending to dst, and advances the
 // counter. It fails with ErrCounterOverflow once the counter is exhausted.
 func (c *recordCipher) seal(dst, plaintext []byte) ([]byte, error) {
-	if c.ctr.exhausted {
-		return nil, ErrCounterOverflow
-	}
-	c.scratch = c.ctr.value()
-	out, err := c.sealAt(dst, &c.scratch, plaintext, nil)
-	if err != nil {
+	if err := c.prepareNext(); err != nil {
 		return nil, err
 	}
-	c.ctr.inc()
-	return out, nil
-}
-
-// open opens the next frame, appending the plaintext to dst, and advances
-// the counter on success.
-func (c *recordCipher) open(dst, ciphertext []byte) ([]byte, error) {
-	if c.ctr.exhausted {
-		return nil, ErrCounterOverflow
-	}
-	c.scratch = c.ctr.value()
-	out, err := c.openAt(dst, &c.scratch, ciphertext, nil)
-	if err != nil {
-		return nil, err
-	}
+	out := c.aead.Seal(dst, c.nonce[:], plaintext, nil)
 	c.ctr.inc()
 	return out, nil
 }
@@ -289,4 +274,14 @@ func (c *recordCipher) framesLeft() uint64 {
 		return left
 	}
 	return left + 1
+}
+
+// onFreshStack runs f on a goroutine of its own and waits for it, so that
+// the stack f needs is not kept by the caller: a reader parks for as long
+// as its connection is idle, and a goroutine whose stack once grew past
+// 2 KiB keeps the larger stack while parked.
+func onFreshStack(f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return <-done
 }

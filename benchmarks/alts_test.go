@@ -1,8 +1,10 @@
 package benchmarks
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/tls"
 	"io"
 	"net"
@@ -19,13 +21,14 @@ var altsSizes = []struct {
 	n    int
 }{{"1K", 1 << 10}, {"16K", 16 << 10}, {"1M", 1 << 20}}
 
-var altsKey = func() []byte {
-	k := make([]byte, 44)
-	for i := range k {
-		k[i] = byte(i)
-	}
+// altsKey returns a fresh key of n bytes: alts.NewConn takes a key for one
+// connection only (it refuses a key it was given before for the same side,
+// and clears the caller's copy).
+func altsKey(n int) []byte {
+	k := make([]byte, n)
+	rand.Read(k)
 	return k
-}()
+}
 
 // altsTLSPair returns a TLS 1.3 (AES-128-GCM) client and server over
 // loopback TCP, with an ECDSA certificate from testcert.
@@ -59,11 +62,12 @@ func altsTLSPair(b *testing.B) (net.Conn, net.Conn) {
 // altsPair returns an alts client and server over loopback TCP.
 func altsPair(b *testing.B) (net.Conn, net.Conn) {
 	a, s := testnet.TCPPair(b)
-	cli, err := alts.NewConn(a, alts.ClientSide, alts.AES128GCMRekey, altsKey)
+	key := altsKey(44)
+	cli, err := alts.NewConn(a, alts.ClientSide, alts.AES128GCMRekey, bytes.Clone(key))
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := alts.NewConn(s, alts.ServerSide, alts.AES128GCMRekey, altsKey)
+	srv, err := alts.NewConn(s, alts.ServerSide, alts.AES128GCMRekey, key)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,14 +151,14 @@ func (m *altsMemConn) Close() error { return nil }
 func BenchmarkSealOpen(b *testing.B) {
 	const size = 16 << 10
 	for _, protocol := range []string{alts.AES128GCM, alts.AES128GCMRekey} {
-		name := "impl=alts-gcm"
-		key := altsKey[:16]
+		name, keyLen := "impl=alts-gcm", 16
 		if protocol == alts.AES128GCMRekey {
-			name, key = "impl=alts-rekey", altsKey
+			name, keyLen = "impl=alts-rekey", 44
 		}
 		b.Run(name+"/size=16K", func(b *testing.B) {
+			key := altsKey(keyLen)
 			mem := &altsMemConn{}
-			w, err := alts.NewConn(mem, alts.ClientSide, protocol, key, alts.WithMaxFrameSize(size+24))
+			w, err := alts.NewConn(mem, alts.ClientSide, protocol, bytes.Clone(key), alts.WithMaxFrameSize(size+24))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -186,7 +190,7 @@ func BenchmarkSealOpen(b *testing.B) {
 			name = "impl=aesgcm+copy/size=16K"
 		}
 		b.Run(name, func(b *testing.B) {
-			blk, err := aes.NewCipher(altsKey[:16])
+			blk, err := aes.NewCipher(altsKey(16))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -237,7 +237,12 @@ func (r *Reader) fillMore() error {
 		r.buf, r.pos, r.end = r.wake.orig, 0, k+n
 		r.wake.reset()
 	default:
-		// The readyreader used a buffer of its own: merge.
+		// The readyreader used a buffer of its own: merge. If it took
+		// the wake buffer too and did not give it back (which it owes
+		// the pool), give it back here rather than leak it.
+		if r.wake.orig != nil {
+			r.pool.Put(r.wake.orig)
+		}
 		r.wake.reset()
 		nb := r.pool.Get(k + n)
 		copy(*nb, b[r.pos:r.end])

@@ -14,38 +14,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// sameAEAD reports whether the two directions of c use one AEAD instance.
-// Call it only while no Read or Write runs.
+// sameAEAD reports whether the two directions of c use one AEAD instance,
+// which they must never do. Call it only while no Read or Write runs.
 func sameAEAD(c *Conn) bool {
-	return c.in.aead != nil && c.in.aead == c.out.aead
-}
-
-// TestAEADSharedBetweenDirections checks that a Conn keeps one frame AEAD
-// for both directions while their frame keys are equal, which is what an
-// idle connection carries.
-func TestAEADSharedBetweenDirections(t *testing.T) {
-	for _, protocol := range protocols {
-		t.Run(protocol, func(t *testing.T) {
-			cl, sv := connPair(t, protocol, true, bufferpool.NewTiered())
-			for _, dir := range []struct{ w, r *Conn }{{cl, sv}, {sv, cl}} {
-				_, err := dir.w.Write([]byte("hello"))
-				require.NoError(t, err)
-				buf := make([]byte, 5)
-				_, err = io.ReadFull(dir.r, buf)
-				require.NoError(t, err)
-				require.Equal(t, "hello", string(buf))
-			}
-			require.True(t, sameAEAD(cl), "client")
-			require.True(t, sameAEAD(sv), "server")
-		})
-	}
+	return c.in.aead == c.out.aead
 }
 
 // TestRekeyOneDirectionThenOther moves one direction of a Conn into the next
-// key epoch while the other stays behind (they must stop sharing), then the
-// other one (they must share again), in both orders, and checks every byte
-// written against the reference implementation and every frame read from
-// it.
+// key epoch while the other stays behind, then the other one, in both
+// orders, and checks every byte written against the reference
+// implementation and every frame read from it; the directions never share
+// an AEAD.
 func TestRekeyOneDirectionThenOther(t *testing.T) {
 	const start = 1<<16 - 2 // frames start, start+1 in epoch 0; start+2 in epoch 1
 	ref := refCipher{AES128GCMRekey, testKeyRekey}
@@ -58,7 +37,7 @@ func TestRekeyOneDirectionThenOther(t *testing.T) {
 					in = append(in, ref.frame(t, peer, start+uint64(i), []byte{'r', byte(i)})...)
 				}
 				bc := &bufConn{r: bytes.NewReader(in)}
-				c, err := NewConn(bc, side, AES128GCMRekey, testKeyRekey)
+				c, err := newConnUnguarded(bc, side, AES128GCMRekey, testKeyRekey)
 				require.NoError(t, err)
 				c.setCounters(refCounter(side, start), refCounter(peer, start))
 
@@ -84,11 +63,11 @@ func TestRekeyOneDirectionThenOther(t *testing.T) {
 				}
 				epochs := func() (out, in uint64) { return c.out.kdfCtr, c.in.kdfCtr }
 
-				// Both in epoch 0: one AEAD.
+				// Both in epoch 0, each with its own AEAD.
 				write(1)
 				readN(1)
-				require.True(t, sameAEAD(c))
-				// One direction crosses into epoch 1: two AEADs.
+				require.False(t, sameAEAD(c))
+				// One direction crosses into epoch 1.
 				if writeFirst {
 					write(2)
 				} else {
@@ -97,7 +76,7 @@ func TestRekeyOneDirectionThenOther(t *testing.T) {
 				o, i := epochs()
 				require.NotEqual(t, o, i)
 				require.False(t, sameAEAD(c), "epochs %d, %d", o, i)
-				// The other one follows: one AEAD again.
+				// The other one follows.
 				if writeFirst {
 					readN(2)
 				} else {
@@ -106,11 +85,11 @@ func TestRekeyOneDirectionThenOther(t *testing.T) {
 				o, i = epochs()
 				require.Equal(t, uint64(1), o)
 				require.Equal(t, uint64(1), i)
-				require.True(t, sameAEAD(c))
+				require.False(t, sameAEAD(c))
 				// Within the epoch nothing changes.
 				write(2)
 				readN(0)
-				require.True(t, sameAEAD(c))
+				require.False(t, sameAEAD(c))
 				require.True(t, bytes.Equal(want, bc.written()), "written frames differ from the reference")
 
 				// Jump the outbound counter far ahead (a carry into byte
@@ -130,7 +109,7 @@ func TestRekeyOneDirectionThenOther(t *testing.T) {
 
 // TestConcurrentReadWriteAcrossRekey runs both directions of both ends at
 // once across the 2^16-frame key change, so that a Conn's reader and writer
-// change and share their frame AEAD while the other uses it (run with -race).
+// change their frame AEAD while the other one works (run with -race).
 func TestConcurrentReadWriteAcrossRekey(t *testing.T) {
 	const frames = 400
 	for round := range 5 {
@@ -177,7 +156,7 @@ func TestConcurrentReadWriteAcrossRekey(t *testing.T) {
 		for _, c := range []*Conn{cl, sv} {
 			require.Equal(t, uint64(1), c.in.kdfCtr)
 			require.Equal(t, uint64(1), c.out.kdfCtr)
-			require.True(t, sameAEAD(c), "%v: both directions in epoch 1 share again", c.Side())
+			require.False(t, sameAEAD(c), "%v: both directions share an AEAD", c.Side())
 		}
 		require.NoError(t, cl.Close())
 		require.NoError(t, sv.Close())
@@ -198,15 +177,15 @@ func TestBlockingFallbackReadSize(t *testing.T) {
 	const idleFallbackLimit = 20 << 10
 	a, b := testnet.TCPPair(t)
 	if rawPathExpected {
-		bare, err := NewConn(a, ClientSide, AES128GCM, testKey128)
+		bare, err := newConnUnguarded(a, ClientSide, AES128GCM, testKey128)
 		require.NoError(t, err)
-		require.Equal(t, wakeReadSize, bare.readSize, "bare TCP socket on Unix")
+		require.False(t, bare.rd.Pinning(), "bare TCP socket on Unix")
 	}
 	pool := bufferpool.NewTiered()
-	cl, err := NewConn(opaqueConn{a}, ClientSide, AES128GCMRekey, testKeyRekey, WithPool(pool))
+	cl, err := newConnUnguarded(opaqueConn{a}, ClientSide, AES128GCMRekey, testKeyRekey, WithPool(pool))
 	require.NoError(t, err)
-	require.Equal(t, blockingReadSize, cl.readSize)
-	sv, err := NewConn(b, ServerSide, AES128GCMRekey, testKeyRekey, WithMaxFrameSize(MaxFrameSize))
+	require.True(t, cl.rd.Pinning())
+	sv, err := newConnUnguarded(b, ServerSide, AES128GCMRekey, testKeyRekey, WithMaxFrameSize(MaxFrameSize))
 	require.NoError(t, err)
 	t.Cleanup(func() { cl.Close(); sv.Close() })
 
