@@ -884,7 +884,15 @@ func (c *Conn) writeRecords(typ byte, b []byte) (int, error) {
 				touched = (n + full - 1) / full
 			}
 			c.out.seq = seq0 + uint64(touched)
-			c.pend.Keep(c.pool, buf, n, min(size, touched*full))
+			// The undone records' ciphertext never left, and their
+			// sequence numbers will seal other plaintext: nobody who
+			// draws the buffer from the pool may see it.
+			end := min(size, touched*full)
+			clear(w[end:size])
+			c.pend.Keep(c.pool, buf, n, end)
+			if c.closed.Load() {
+				c.pend.Release(c.pool) // Close did not wait for this Write
+			}
 			return written + min(len(chunk), touched*maxPlaintext), err
 		}
 		c.pool.Put(buf)

@@ -591,3 +591,77 @@ func TestIdleReleasesCipherState(t *testing.T) {
 		})
 	}
 }
+
+// recordingPool remembers the bytes of every buffer put back.
+type recordingPool struct {
+	bufferpool.Pool
+	mu  sync.Mutex
+	put [][]byte
+}
+
+func (p *recordingPool) Put(b *[]byte) {
+	p.mu.Lock()
+	p.put = append(p.put, bytes.Clone((*b)[:cap(*b)]))
+	p.mu.Unlock()
+	p.Pool.Put(b)
+}
+
+// cutConn accepts the first accept bytes written and then fails every
+// Write with a timeout, as a socket does when a deadline cuts a write.
+type cutConn struct {
+	memConn
+	accept int
+	wrote  []byte
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	n := min(c.accept, len(p))
+	c.wrote = append(c.wrote, p[:n]...)
+	c.accept -= n
+	if n < len(p) {
+		return n, &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	}
+	return n, nil
+}
+
+// TestUndoneRecordsCleared checks that the ciphertext of records a
+// timed-out Write undid never goes back to the pool: their sequence numbers
+// seal other plaintext next, so a pool user who also saw the wire would
+// learn the XOR of two plaintexts. The write is cut 10 bytes into the
+// second of three records: the first goes out, the second is completed
+// later, the third is undone.
+func TestUndoneRecordsCleared(t *testing.T) {
+	for _, version := range versions() {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			pool := &recordingPool{Pool: bufferpool.NewTiered()}
+			nc := &cutConn{}
+			_, c := keyedPair(t, version, nc, pool)
+			full := maxPlaintext + c.out.overhead()
+			nc.accept = full + 10
+			data := randBytes(3 * maxPlaintext)
+
+			// What the undone third record seals to.
+			c.wmu.Lock()
+			require.NoError(t, c.out.acquire(nil))
+			third := c.out
+			third.seq += 2
+			rec := make([]byte, full)
+			_, err := third.seal(rec, typeApplicationData, data[2*maxPlaintext:])
+			require.NoError(t, err)
+			c.wmu.Unlock()
+
+			n, err := c.Write(data)
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			assert.Equal(t, 2*maxPlaintext, n, "the cut record is committed, the undone one is not")
+			c.Close() // gives the pending rest back
+			pool.mu.Lock()
+			defer pool.mu.Unlock()
+			require.NotEmpty(t, pool.put)
+			probe := rec[headerLen+100 : headerLen+164]
+			for _, b := range pool.put {
+				assert.False(t, bytes.Contains(b, probe), "ciphertext of an undone record went back to the pool")
+			}
+			assert.False(t, bytes.Contains(nc.wrote, probe))
+		})
+	}
+}
