@@ -114,9 +114,7 @@ func TestNetConn(t *testing.T) {
 			name: "tls/NewTLS",
 			pipe: credsPipe(t, NewTLS(a.ClientConfig(false)), NewTLS(a.ServerConfig(false))),
 		},
-		// The ALTS records of NewCredentials fail the same three today
-		// (issue 13, item 11); once alts is fixed, add:
-		//	{name: "alts", pipe: credsPipe(t, NewCredentials(a.ClientConfig(false)), NewCredentials(a.ServerConfig(false)))},
+		{name: "alts", pipe: credsPipe(t, NewCredentials(a.ClientConfig(false)), NewCredentials(a.ServerConfig(false)))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
