@@ -767,7 +767,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	defer c.out.release() // idle until the next Write: see halfConn
+	defer c.writeDone()
 	if err := c.writable(); err != nil {
 		return 0, err
 	}
@@ -775,6 +775,16 @@ func (c *Conn) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	return c.writeRecords(typeApplicationData, b)
+}
+
+// writeDone ends a Write: the write direction is idle until the next one
+// (see halfConn), and a Close that could not wait for this Write leaves the
+// rest of a cut record to it to give back. c.wmu is held.
+func (c *Conn) writeDone() {
+	c.out.release()
+	if c.closed.Load() {
+		c.pend.Release(c.pool)
+	}
 }
 
 // writable prepares a write: it fails on a closed, shut down or failed
@@ -890,9 +900,6 @@ func (c *Conn) writeRecords(typ byte, b []byte) (int, error) {
 			end := min(size, touched*full)
 			clear(w[end:size])
 			c.pend.Keep(c.pool, buf, n, end)
-			if c.closed.Load() {
-				c.pend.Release(c.pool) // Close did not wait for this Write
-			}
 			return written + min(len(chunk), touched*maxPlaintext), err
 		}
 		c.pool.Put(buf)
