@@ -61,8 +61,8 @@
 // grew. After every garbage collection the first Get or Put of a class on
 // each P runs sync.Pool's slow path (it locks the scheduler and allocates)
 // on that stack, the deepest part of a wake-up; so Get and Put call
-// sync.Pool from their own frames, kept small, and leave everything else
-// to helpers.
+// sync.Pool from their own frames, kept small (48 and 56 bytes on amd64),
+// and leave everything else to helpers.
 //
 // # Clearing
 //
@@ -473,16 +473,13 @@ func (t *Tiered) Put(b *[]byte) {
 		return
 	}
 	c := cap(*b)
-	if t.debug != nil {
-		t.debug.put(b)
+	// Checks and clearing are in a helper of their own, so that this
+	// frame, on the stack when a Put that finds the P's slot taken runs
+	// sync.Pool's slow path (see Get), stays small.
+	if t.debug != nil || t.zeroing {
+		t.scrub(b)
 	}
 	*b = (*b)[:c]
-	switch {
-	case t.debug != nil:
-		poison(*b) // also overwrites secrets; Get clears under WithZeroing
-	case t.zeroing:
-		clear(*b)
-	}
 	var i int
 	if t.run >= 0 {
 		i = t.runPutIndex(c)
@@ -502,6 +499,19 @@ func (t *Tiered) Put(b *[]byte) {
 		t.locals.put(c, false)
 	}
 	t.pools[i].Put(b)
+}
+
+// scrub checks b's Put in a debug pool and poisons it, or clears it in a
+// zeroing pool.
+//
+//go:noinline
+func (t *Tiered) scrub(b *[]byte) {
+	if t.debug != nil {
+		t.debug.put(b)
+		poison((*b)[:cap(*b)]) // also overwrites secrets; Get clears under WithZeroing
+		return
+	}
+	clear((*b)[:cap(*b)])
 }
 
 // Stats returns a snapshot of the pool's counters. Each P keeps its own
