@@ -56,6 +56,14 @@
 // Debug pools do not use them. Under the race detector the caches announce
 // each hand-over to it and a quarter of Puts bypass them, as in sync.Pool.
 //
+// Get and Put run on the caller's stack, and readyconn's readers call them
+// when they wake, on goroutines that park again keeping whatever stack they
+// grew. After every garbage collection the first Get or Put of a class on
+// each P runs sync.Pool's slow path (it locks the scheduler and allocates)
+// on that stack, the deepest part of a wake-up; so Get and Put call
+// sync.Pool from their own frames, kept small (48 and 56 bytes on amd64),
+// and leave everything else to helpers.
+//
 // # Clearing
 //
 // Default, and NewTiered without [WithZeroing], do not clear buffers: Get
@@ -382,7 +390,19 @@ func (t *Tiered) Get(n int) *[]byte {
 			*b = (*b)[:n]
 			return b
 		}
-		return t.getSlow(n, c)
+		// A miss. sync.Pool.Get is called from this frame, which is
+		// small, and not from a helper: the first Get of a class on a P
+		// after each garbage collection (or on a new pool) runs
+		// sync.Pool's pinSlow, which locks the scheduler and allocates,
+		// on the caller's stack, and that is the deepest a reader goes
+		// when it wakes for bytes. Every frame here is on the stack of
+		// a goroutine that parks in the poller with whatever stack it
+		// grew (see TestStackGetMiss). What comes after the call is in
+		// helpers, which would otherwise enlarge this frame.
+		if v := t.pools[c].Get(); v != nil {
+			return t.reuse(v.(*[]byte), n)
+		}
+		return t.alloc(n, c)
 	}
 	if n < 0 {
 		panic("bufferpool: Get with negative length")
@@ -390,8 +410,28 @@ func (t *Tiered) Get(n int) *[]byte {
 	return t.getSlow(n, t.classIndex(n))
 }
 
-// getSlow is Get from class c's sync.Pool or, for c < 0 or a miss, from
-// the allocator, with the checks of debug pools.
+// reuse is Get's end for a buffer from class c's sync.Pool. (Not inlined:
+// inlined, it enlarges Get's frame.)
+//
+//go:noinline
+func (t *Tiered) reuse(b *[]byte, n int) *[]byte {
+	*b = (*b)[:n]
+	t.locals.got(cap(*b), false)
+	return b
+}
+
+// alloc is Get's end when class c has no buffer to give.
+//
+//go:noinline
+func (t *Tiered) alloc(n, c int) *[]byte {
+	s := make([]byte, n, t.sizes[c])
+	t.locals.got(cap(s), true)
+	return &s
+}
+
+// getSlow is Get for pools without the per-P cache (debug pools) and for
+// sizes above the largest class (c < 0): from class c's sync.Pool or, for
+// c < 0 or a miss, from the allocator, with the checks of debug pools.
 func (t *Tiered) getSlow(n, c int) *[]byte {
 	var b *[]byte
 	alloc := false
@@ -433,16 +473,13 @@ func (t *Tiered) Put(b *[]byte) {
 		return
 	}
 	c := cap(*b)
-	if t.debug != nil {
-		t.debug.put(b)
+	// Checks and clearing are in a helper of their own, so that this
+	// frame, on the stack when a Put that finds the P's slot taken runs
+	// sync.Pool's slow path (see Get), stays small.
+	if t.debug != nil || t.zeroing {
+		t.scrub(b)
 	}
 	*b = (*b)[:c]
-	switch {
-	case t.debug != nil:
-		poison(*b) // also overwrites secrets; Get clears under WithZeroing
-	case t.zeroing:
-		clear(*b)
-	}
 	var i int
 	if t.run >= 0 {
 		i = t.runPutIndex(c)
@@ -462,6 +499,19 @@ func (t *Tiered) Put(b *[]byte) {
 		t.locals.put(c, false)
 	}
 	t.pools[i].Put(b)
+}
+
+// scrub checks b's Put in a debug pool and poisons it, or clears it in a
+// zeroing pool.
+//
+//go:noinline
+func (t *Tiered) scrub(b *[]byte) {
+	if t.debug != nil {
+		t.debug.put(b)
+		poison((*b)[:cap(*b)]) // also overwrites secrets; Get clears under WithZeroing
+		return
+	}
+	clear((*b)[:cap(*b)])
 }
 
 // Stats returns a snapshot of the pool's counters. Each P keeps its own
