@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 )
 
 // Wire constants of the ALTS record protocol.
@@ -193,8 +195,8 @@ func (c *recordCipher) needsRekey(v *[counterSize]byte) bool {
 
 // rekey derives the frame AEAD for the counter value v. It allocates and
 // goes deep into crypto/hmac and crypto/aes, so the read and write paths
-// call it on a goroutine of its own (see onFreshStack): once every 2^16
-// frames.
+// call it on a goroutine of its own (see rebuildOnFreshStack): once every
+// 2^16 frames.
 func (c *recordCipher) rekey(v *[counterSize]byte) error {
 	aead, err := c.keys.frameAEAD((*[6]byte)(v[2:8]))
 	if err != nil {
@@ -211,7 +213,7 @@ func (c *recordCipher) prepare(v *[counterSize]byte) error {
 		return nil
 	}
 	if c.needsRekey(v) {
-		if err := onFreshStack(func() error { return c.rekey(v) }); err != nil {
+		if err := rebuildOnFreshStack(c, v); err != nil {
 			return err
 		}
 	}
@@ -276,12 +278,62 @@ func (c *recordCipher) framesLeft() uint64 {
 	return left + 1
 }
 
-// onFreshStack runs f on a goroutine of its own and waits for it, so that
-// the stack f needs is not kept by the caller: a reader parks for as long
-// as its connection is idle, and a goroutine whose stack once grew past
-// 2 KiB keeps the larger stack while parked.
-func onFreshStack(f func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	return <-done
+// rebuildJob is a call of recordCipher.rekey that rebuildOnFreshStack
+// hands to a goroutine of its own.
+type rebuildJob struct {
+	c    *recordCipher
+	v    *[counterSize]byte
+	err  error
+	done atomic.Bool // err is set
+}
+
+var (
+	// rebuildQueue carries each job to the goroutine started for it: one
+	// goroutine per job sent, started after the send, so each finds one.
+	rebuildQueue = make(chan *rebuildJob, 64)
+	// idleJobs keeps finished jobs for reuse.
+	idleJobs = make(chan *rebuildJob, 64)
+)
+
+// rebuildOnFreshStack runs c.rekey(v) on a goroutine of its own and waits
+// for it, so that the stack rekey needs is not kept by the caller: a reader
+// parks for as long as its connection is idle, and a goroutine whose stack
+// once grew past 2 KiB keeps the larger stack while parked.
+//
+// It also keeps the runtime's allocator off the caller's stack: right after
+// a collection an allocation may refill the allocator's caches and sweep
+// on the allocating goroutine's stack, deep enough to grow a 2 KiB one. So
+// the goroutine runs a function without arguments (no closure), the job comes
+// from idleJobs (allocated only when more rebuilds than ever before run at
+// once), and the caller waits by yielding until the job is done, not by
+// blocking on a channel or lock, which may allocate (a sudog) when the
+// runtime's caches of them are empty, as a collection leaves them. A
+// rebuild takes microseconds.
+func rebuildOnFreshStack(c *recordCipher, v *[counterSize]byte) error {
+	var j *rebuildJob
+	select {
+	case j = <-idleJobs:
+	default:
+		j = new(rebuildJob)
+	}
+	j.c, j.v = c, v
+	rebuildQueue <- j // blocks only when more than 64 jobs wait for their goroutines
+	go runRebuildJob()
+	for !j.done.Load() {
+		runtime.Gosched()
+	}
+	err := j.err
+	*j = rebuildJob{}
+	select {
+	case idleJobs <- j:
+	default:
+	}
+	return err
+}
+
+// runRebuildJob runs one job from rebuildQueue.
+func runRebuildJob() {
+	j := <-rebuildQueue
+	j.err = j.c.rekey(j.v)
+	j.done.Store(true)
 }
