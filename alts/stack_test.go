@@ -242,6 +242,6 @@ func TestParkedStackRekey(t *testing.T) {
 		}
 	})
 	<-done
-	require.Equal(t, uint64(1), c.in.kdfCtr, "the reader did not change epochs")
+	require.Equal(t, uint64(1), c.in.epoch, "the reader did not change epochs")
 	assert.False(t, g, "a key epoch change grew the reader's stack")
 }
