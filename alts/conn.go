@@ -274,18 +274,16 @@ func newConn(c net.Conn, side Side, protocol string, key []byte, cfg connConfig)
 		rekey:   protocol == AES128GCMRekey,
 		payload: cfg.maxFrame - frameOverhead,
 	}
-	// Each direction has its own AEAD. Server-sent frames carry the
-	// direction bit.
-	if err := ac.out.init(protocol, key, side == ServerSide); err != nil {
+	// The directions share the key and have an AEAD each. Server-sent
+	// frames carry the direction bit.
+	keys, err := newKeyMaterial(protocol, key)
+	if err != nil {
 		return nil, err
 	}
-	var err error
-	if ac.rekey {
-		err = ac.in.initRekey(ac.out.keys, side == ClientSide)
-	} else {
-		err = ac.in.init(protocol, key, side == ClientSide)
+	if err := ac.out.initKeys(keys, side == ServerSide); err != nil {
+		return nil, err
 	}
-	if err != nil {
+	if err := ac.in.initKeys(keys, side == ClientSide); err != nil {
 		return nil, err
 	}
 	ac.rd.Init(c, cfg.pool, &frameFormat)
@@ -546,6 +544,9 @@ func (c *Conn) step() int {
 	}
 	if rec == nil {
 		c.rd.ReleaseIfDrained() // shrink a large buffer holding a partial frame
+		if c.rd.Unparsed() == 0 {
+			c.in.release() // idle: see recordCipher
+		}
 		return actFill
 	}
 	if err := c.in.prepareNext(); err != nil {
@@ -589,7 +590,7 @@ func (c *Conn) openFrame() {
 			dst = r.p[:0]
 		}
 	}
-	out, err := c.in.aead.Open(dst, c.in.nonce[:], r.ct, nil)
+	out, err := c.in.box.Open(dst, c.in.nonce[:], r.ct, nil)
 	r.opened = len(out)
 	if err != nil {
 		r.opened = -1
@@ -687,6 +688,7 @@ func (c *Conn) readFailed() error {
 func (c *Conn) fail(err error) error {
 	c.rerr = err
 	c.rd.Release()
+	c.in.release()
 	return err
 }
 
@@ -706,6 +708,7 @@ func (c *Conn) fail(err error) error {
 func (c *Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	n, err := c.write(b)
+	c.out.release() // idle until the next Write: see recordCipher
 	c.wmu.Unlock()
 	if c.closed.Load() {
 		c.releaseWrite()

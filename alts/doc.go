@@ -36,14 +36,20 @@
 // so that its goroutine keeps the smallest (2 KiB) stack while idle.
 //
 // Besides that, an idle Conn keeps little: its own struct, the TLS handshake
-// result of [Client] and [Server], and one AES-GCM instance per direction
-// (about 0.8 KiB each: crypto/cipher documents no concurrent use of one
-// AEAD, so the reading and the writing goroutine never share one). For
-// AES128GCMRekey it keeps the 32-byte key-derivation key, not an HMAC
-// instance: the HMAC and a new AES-GCM instance are built when a direction
-// enters a new key epoch, once every 2^16 frames, on a goroutine of their own
-// (so the reader's stack does not grow), and those are the only allocations
-// the record layer makes itself after NewConn (buffers come from the pool).
+// result of [Client] and [Server], and its record key (the 16-byte AES key,
+// or for AES128GCMRekey the 32-byte key-derivation key and the nonce mask,
+// not an HMAC instance). Each direction has an AES-GCM instance of its own
+// while it is in use (about 0.8 KiB: crypto/cipher documents no concurrent
+// use of one AEAD, so the reading and the writing goroutine never share
+// one), and holds it only weakly while idle (the reader waiting with
+// nothing buffered, or between Writes): if a garbage collection frees it,
+// the next frame rebuilds it from the key, for AES128GCMRekey that of the
+// frame's key epoch; if not, the same one is taken back. AES128GCMRekey also
+// builds an HMAC and a new AES-GCM instance when a direction enters a new
+// key epoch, once every 2^16 frames. Rebuilding runs on a goroutine of its
+// own (so the reader's stack does not grow) and never changes a frame
+// counter; it and the key epochs make the only allocations the record layer
+// makes itself after NewConn (buffers come from the pool).
 //
 // Errors: a frame that fails authentication or is malformed ends the read
 // side for good with an error wrapping [ErrAuth] or [ErrMalformed]; no byte

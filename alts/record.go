@@ -7,6 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"runtime"
+	"sync/atomic"
+	"weak"
 )
 
 // Wire constants of the ALTS record protocol.
@@ -85,27 +88,59 @@ func (c *counter) inc() {
 	}
 }
 
-// keyMaterial is the record key of AES128GCMRekey, split into its
-// key-derivation key and nonce mask. The two directions of a Conn read it;
-// nothing writes it after NewConn.
+// keyMaterial is the record key of a Conn, which both its directions read
+// and nothing writes after NewConn: the AES-128 key of AES128GCM, or the
+// key-derivation key and nonce mask of AES128GCMRekey.
 //
-// Only the 32-byte derivation key is kept, not an HMAC instance: an idle
-// connection should not carry about 1 KiB of hash state that is needed once
-// every 2^16 frames.
+// It is kept so that a direction can rebuild its frame AEAD after dropping
+// it while idle (see recordCipher). For AES128GCMRekey only the 32-byte
+// derivation key is kept, not an HMAC instance: an idle connection should
+// not carry about 1 KiB of hash state that is needed once every 2^16
+// frames.
 type keyMaterial struct {
-	kdfKey [rekeyKDFKeyLen]byte
-	mask   [counterSize]byte
+	// key is the AES-128 key (AES128GCM, first 16 bytes) or the
+	// key-derivation key (AES128GCMRekey).
+	key   [rekeyKDFKeyLen]byte
+	mask  [counterSize]byte // AES128GCMRekey only
+	rekey bool              // AES128GCMRekey
 }
 
-// frameAEAD derives the frame AEAD of AES128GCMRekey for a counter whose
-// bytes 2..7 are kdf[0:6]: the key is HMAC-SHA256(kdfKey, kdf[0:6] ||
-// 0x01)[:16].
-func (k *keyMaterial) frameAEAD(kdf *[6]byte) (cipher.AEAD, error) {
-	var info [7]byte
-	copy(info[:6], kdf[:])
+// newKeyMaterial checks key for protocol and copies it. It returns an error
+// wrapping ErrUnknownProtocol or ErrKeySize on bad arguments.
+func newKeyMaterial(protocol string, key []byte) (*keyMaterial, error) {
+	k := new(keyMaterial)
+	switch protocol {
+	case AES128GCM:
+		if len(key) != aes128KeySize {
+			return nil, keySizeError(protocol, len(key), aes128KeySize)
+		}
+		copy(k.key[:], key)
+	case AES128GCMRekey:
+		if len(key) != rekeyKeySize {
+			return nil, keySizeError(protocol, len(key), rekeyKeySize)
+		}
+		copy(k.key[:], key[:rekeyKDFKeyLen])
+		copy(k.mask[:], key[rekeyKDFKeyLen:])
+		k.rekey = true
+	default:
+		return nil, unknownProtocolError(protocol)
+	}
+	return k, nil
+}
+
+// frameAEAD returns the frame AEAD of epoch (counter bytes 2..7, as a
+// little-endian number; ignored for AES128GCM, whose key is k.key[:16]).
+// For AES128GCMRekey the frame key is HMAC-SHA256(k.key, counter bytes
+// 2..7 || 0x01)[:16].
+func (k *keyMaterial) frameAEAD(epoch uint64) (cipher.AEAD, error) {
+	if !k.rekey {
+		return newAEAD(k.key[:aes128KeySize])
+	}
+	var info [8]byte
+	binary.LittleEndian.PutUint64(info[:], epoch)
 	info[6] = 0x01
-	mac := hmac.New(sha256.New, k.kdfKey[:])
-	mac.Write(info[:])
+	mac := hmac.New(sha256.New, k.key[:])
+	mac.Write(info[:7])
 	var sum [sha256.Size]byte
 	mac.Sum(sum[:0])
 	aead, err := newAEAD(sum[:aes128KeySize])
@@ -121,99 +156,115 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(b)
 }
 
-// noEpoch is the kdfCtr of a direction that has no frame AEAD yet: counter
-// bytes 2..7 are at most 2^48-1.
-const noEpoch = ^uint64(0)
+// epochOf is the key epoch of counter value v: its bytes 2..7, which select
+// the frame key of AES128GCMRekey.
+func epochOf(v *[counterSize]byte) uint64 {
+	return binary.LittleEndian.Uint64(v[:8]) >> 16
+}
 
 // recordCipher seals or opens the frames of one direction. It is not safe
 // for concurrent use, and a Conn has one per direction, each with an AEAD
 // of its own: crypto/cipher documents no concurrent use of an AEAD, so the
 // reading and the writing goroutine never share one, even where their keys
 // are equal (always for AES128GCM).
+//
+// Its AEAD (about 770 bytes of AES key schedule and GHASH table) is held
+// strongly only while the direction is in use: when the reader waits with
+// nothing buffered, or a Write returns, release drops the strong reference
+// and keeps a weak one. If no collection runs before the next frame, the
+// same AEAD is taken back (no allocation); otherwise it is rebuilt from the
+// key kept in keys, for the epoch of the frame's counter value. So a
+// connection idle across a collection holds no cipher state beyond its
+// key, and a busy one pays nothing. Rebuilding never touches the counter.
 type recordCipher struct {
-	ctr counter
-	// aead is the frame AEAD; for AES128GCMRekey that of epoch kdfCtr
-	// (counter bytes 2..7).
-	aead   cipher.AEAD
-	kdfCtr uint64
-	keys   *keyMaterial // AES128GCMRekey only; nil for AES128GCM
+	ctr  counter
+	box  *aeadBox              // the frame AEAD while in use; nil while idle
+	weak weak.Pointer[aeadBox] // the frame AEAD until a collection finds it unused
+	// epoch is the key epoch (counter bytes 2..7) of the AEAD in box or
+	// weak; always 0 for AES128GCM, whose one key serves every frame.
+	epoch uint64
+	keys  *keyMaterial // shared with the other direction; never written
 
 	nonce   [counterSize]byte // of the frame prepare was last called for
 	scratch [counterSize]byte
 }
 
-// init sets up c for protocol with key; directionBit sets byte 11 of the
-// initial counter. It derives the first frame AEAD at once, so that the
-// first frame read or written does not grow the stack of the goroutine that
-// handles it (a reader parks right after). It returns an error wrapping
-// ErrUnknownProtocol or ErrKeySize on bad arguments.
+// aeadBox gives the AEAD interface value an address for weak.Pointer.
+type aeadBox struct{ cipher.AEAD }
+
+// init sets up c for protocol with key (copied); directionBit sets byte 11
+// of the initial counter. It returns an error wrapping ErrUnknownProtocol
+// or ErrKeySize on bad arguments.
 func (c *recordCipher) init(protocol string, key []byte, directionBit bool) error {
-	switch protocol {
-	case AES128GCM:
-		if len(key) != aes128KeySize {
-			return keySizeError(protocol, len(key), aes128KeySize)
-		}
-		aead, err := newAEAD(key)
-		if err != nil {
+	keys, err := newKeyMaterial(protocol, key)
+	if err != nil {
+		return err
+	}
+	return c.initKeys(keys, directionBit)
+}
+
+// initKeys sets up c with keys, which c shares with the other direction of
+// its Conn and never writes; directionBit sets byte 11 of the initial
+// counter. It builds the first frame AEAD at once, so that a first frame
+// that comes before the next collection need not (a reader parks right
+// after), and holds it weakly, as an idle direction does.
+func (c *recordCipher) initKeys(keys *keyMaterial, directionBit bool) error {
+	mask := uint64(aes128GCMCounterMask)
+	if keys.rekey {
+		mask = rekeyCounterMask
+	}
+	*c = recordCipher{ctr: newCounter(mask, directionBit), keys: keys}
+	var zero [counterSize]byte
+	if err := c.rebuild(&zero); err != nil {
+		return err
+	}
+	c.release()
+	return nil
+}
+
+// release drops the strong reference to the AEAD: the direction is idle.
+func (c *recordCipher) release() { c.box = nil }
+
+// acquired makes c.box hold the AEAD again if no collection freed it, and
+// reports whether c.box is then the frame AEAD for counter value v, so
+// that prepare need not rebuild it.
+func (c *recordCipher) acquired(v *[counterSize]byte) bool {
+	if c.box == nil {
+		c.box = c.weak.Value()
+	}
+	return c.box != nil && (!c.keys.rekey || epochOf(v) == c.epoch)
+}
+
+// rebuild makes c.box the frame AEAD for counter value v, built from the
+// key: every 2^16 frames for AES128GCMRekey, and whenever a collection
+// freed the AEAD of an idle direction. It does not touch the counter. It
+// allocates and goes deep into crypto/hmac and crypto/aes, so the read and
+// write paths call it on a goroutine of its own (see rebuildOnFreshStack).
+func (c *recordCipher) rebuild(v *[counterSize]byte) error {
+	epoch := uint64(0)
+	if c.keys.rekey {
+		epoch = epochOf(v)
+	}
+	aead, err := c.keys.frameAEAD(epoch)
+	if err != nil {
+		return err
+	}
+	c.box = &aeadBox{aead}
+	c.weak = weak.Make(c.box)
+	c.epoch = epoch
+	return nil
+}
+
+// prepare makes c.box and c.nonce right for the counter value v.
+func (c *recordCipher) prepare(v *[counterSize]byte) error {
+	if !c.acquired(v) {
+		if err := rebuildOnFreshStack(c, v); err != nil {
 			return err
 		}
-		*c = recordCipher{ctr: newCounter(aes128GCMCounterMask, directionBit), aead: aead}
-		return nil
-	case AES128GCMRekey:
-		if len(key) != rekeyKeySize {
-			return keySizeError(protocol, len(key), rekeyKeySize)
-		}
-		k := new(keyMaterial)
-		copy(k.kdfKey[:], key[:rekeyKDFKeyLen])
-		copy(k.mask[:], key[rekeyKDFKeyLen:])
-		return c.initRekey(k, directionBit)
-	default:
-		return unknownProtocolError(protocol)
 	}
-}
-
-// initRekey sets up c for AES128GCMRekey with keys, which c shares with the
-// other direction of its Conn and never writes.
-func (c *recordCipher) initRekey(keys *keyMaterial, directionBit bool) error {
-	*c = recordCipher{ctr: newCounter(rekeyCounterMask, directionBit), keys: keys, kdfCtr: noEpoch}
-	var zero [6]byte
-	aead, err := keys.frameAEAD(&zero)
-	if err != nil {
-		return err
-	}
-	c.aead, c.kdfCtr = aead, 0
-	return nil
-}
-
-// needsRekey reports whether the frame with counter value v is sealed under
-// another frame key than c.aead's (AES128GCMRekey, every 2^16 frames).
-func (c *recordCipher) needsRekey(v *[counterSize]byte) bool {
-	return c.keys != nil && binary.LittleEndian.Uint64(v[:8])>>16 != c.kdfCtr
-}
-
-// rekey derives the frame AEAD for the counter value v. It allocates and
-// goes deep into crypto/hmac and crypto/aes, so the read and write paths
-// call it on a goroutine of its own (see onFreshStack): once every 2^16
-// frames.
-func (c *recordCipher) rekey(v *[counterSize]byte) error {
-	aead, err := c.keys.frameAEAD((*[6]byte)(v[2:8]))
-	if err != nil {
-		return err
-	}
-	c.aead, c.kdfCtr = aead, binary.LittleEndian.Uint64(v[:8])>>16
-	return nil
-}
-
-// prepare makes c.aead and c.nonce right for the counter value v.
-func (c *recordCipher) prepare(v *[counterSize]byte) error {
-	if c.keys == nil {
+	if !c.keys.rekey {
 		c.nonce = *v
 		return nil
-	}
-	if c.needsRekey(v) {
-		if err := onFreshStack(func() error { return c.rekey(v) }); err != nil {
-			return err
-		}
 	}
 	for i := range c.nonce {
 		c.nonce[i] = v[i] ^ c.keys.mask[i]
@@ -237,7 +288,7 @@ func (c *recordCipher) sealAt(dst []byte, v *[counterSize]byte, plaintext, aad [
 	if err := c.prepare(v); err != nil {
 		return nil, err
 	}
-	return c.aead.Seal(dst, c.nonce[:], plaintext, aad), nil
+	return c.box.Seal(dst, c.nonce[:], plaintext, aad), nil
 }
 
 // openAt opens ciphertext (with tag) under counter value v and appends the
@@ -246,7 +297,7 @@ func (c *recordCipher) openAt(dst []byte, v *[counterSize]byte, ciphertext, aad 
 	if err := c.prepare(v); err != nil {
 		return nil, err
 	}
-	out, err := c.aead.Open(dst, c.nonce[:], ciphertext, aad)
+	out, err := c.box.Open(dst, c.nonce[:], ciphertext, aad)
 	if err != nil {
 		return nil, ErrAuth
 	}
@@ -259,7 +310,7 @@ func (c *recordCipher) seal(dst, plaintext []byte) ([]byte, error) {
 	if err := c.prepareNext(); err != nil {
 		return nil, err
 	}
-	out := c.aead.Seal(dst, c.nonce[:], plaintext, nil)
+	out := c.box.Seal(dst, c.nonce[:], plaintext, nil)
 	c.ctr.inc()
 	return out, nil
 }
@@ -276,12 +327,63 @@ func (c *recordCipher) framesLeft() uint64 {
 	return left + 1
 }
 
-// onFreshStack runs f on a goroutine of its own and waits for it, so that
-// the stack f needs is not kept by the caller: a reader parks for as long
-// as its connection is idle, and a goroutine whose stack once grew past
-// 2 KiB keeps the larger stack while parked.
-func onFreshStack(f func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	return <-done
+// rebuildJob is a call of recordCipher.rebuild that rebuildOnFreshStack
+// hands to a goroutine of its own.
+type rebuildJob struct {
+	c    *recordCipher
+	v    *[counterSize]byte
+	err  error
+	done atomic.Bool // err is set
+}
+
+var (
+	// rebuildQueue carries each job to the goroutine started for it: one
+	// goroutine per job sent, started after the send, so each finds one.
+	rebuildQueue = make(chan *rebuildJob, 64)
+	// idleJobs keeps finished jobs for reuse.
+	idleJobs = make(chan *rebuildJob, 64)
+)
+
+// rebuildOnFreshStack runs c.rebuild(v) on a goroutine of its own and
+// waits for it, so that the stack rebuild needs is not kept by the caller:
+// a reader parks for as long as its connection is idle, and a goroutine
+// whose stack once grew past 2 KiB keeps the larger stack while parked.
+//
+// It also keeps the runtime's allocator off the caller's stack: right after
+// a collection (which is when an idle reader wakes to rebuild its AEAD) an
+// allocation may refill the allocator's caches and sweep on the allocating
+// goroutine's stack, deep enough to grow a 2 KiB one. So the goroutine runs
+// a function without arguments (no closure), the job comes from idleJobs
+// (allocated only when more rebuilds than ever before run at once), and the
+// caller waits by yielding until the job is done, not by blocking on a
+// channel or lock, which may allocate (a sudog) when the runtime's caches
+// of them are empty, as a collection leaves them. A rebuild takes
+// microseconds.
+func rebuildOnFreshStack(c *recordCipher, v *[counterSize]byte) error {
+	var j *rebuildJob
+	select {
+	case j = <-idleJobs:
+	default:
+		j = new(rebuildJob)
+	}
+	j.c, j.v = c, v
+	rebuildQueue <- j // blocks only when more than 64 jobs wait for their goroutines
+	go runRebuildJob()
+	for !j.done.Load() {
+		runtime.Gosched()
+	}
+	err := j.err
+	*j = rebuildJob{}
+	select {
+	case idleJobs <- j:
+	default:
+	}
+	return err
+}
+
+// runRebuildJob runs one job from rebuildQueue.
+func runRebuildJob() {
+	j := <-rebuildQueue
+	j.err = j.c.rebuild(j.v)
+	j.done.Store(true)
 }

@@ -68,6 +68,12 @@ func stackPair(t *testing.T, kind string) (client, server *Conn) {
 // parked. That is what a reader does as its connection goes from busy to
 // idle and back: wake, decrypt, deliver, park.
 func grew(t *testing.T, kind string, burn int, read func(c *Conn)) bool {
+	return grewIdle(t, kind, burn, read, nil)
+}
+
+// grewIdle is grew with idle, if not nil, called while the reader is parked
+// before the second read.
+func grewIdle(t *testing.T, kind string, burn int, read func(c *Conn), idle func(c, s *Conn)) bool {
 	c, s := stackPair(t, kind)
 	// Finish the garbage collector's sweeping now, and warm the pools up
 	// again after it: an allocation right after a collection sweeps on
@@ -92,6 +98,9 @@ func grew(t *testing.T, kind string, burn int, read func(c *Conn)) bool {
 			time.Sleep(time.Millisecond)
 		}
 		testnet.WaitParked(t, "alts.(*Conn).Read")
+		if idle != nil {
+			idle(c, s)
+		}
 		if _, err := s.Write(make([]byte, stackMsgLen)); err != nil {
 			panic(err)
 		}
@@ -115,29 +124,7 @@ func TestParkedStack(t *testing.T) {
 		return
 	}
 	const headroom = parkHeadroom
-	// The caller's pool: one that hands out a buffer it already has. (A
-	// pool that has to allocate goes as deep as the runtime's allocator,
-	// sweeping included, whoever calls it.)
-	pool := &onePool{buf: make([]byte, 32<<10)}
-	var p [64]byte
-	reads := []struct {
-		name string
-		read func(c *Conn)
-	}{
-		{"Read", func(c *Conn) {
-			if n, err := c.Read(p[:]); n != stackMsgLen || err != nil {
-				panic(fmt.Sprint(n, err))
-			}
-		}},
-		{"ReadOnReady", func(c *Conn) {
-			buf, n, err := c.ReadOnReady(32<<10, pool)
-			if n != stackMsgLen || err != nil {
-				panic(fmt.Sprint(n, err))
-			}
-			pool.Put(buf)
-		}},
-	}
-	for _, r := range reads {
+	for _, r := range stackReads() {
 		for _, kind := range []string{"handshake", AES128GCM} {
 			t.Run(r.name+"/"+kind, func(t *testing.T) {
 				// The check can fail: far more than 2 KiB of burn grows.
@@ -154,6 +141,36 @@ func TestParkedStack(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// stackRead is a read of the parked-stack tests: it expects one message of
+// stackMsgLen bytes.
+type stackRead struct {
+	name string
+	read func(c *Conn)
+}
+
+// stackReads returns a Read and a ReadOnReady for the parked-stack tests.
+func stackReads() []stackRead {
+	// The caller's pool: one that hands out a buffer it already has. (A
+	// pool that has to allocate goes as deep as the runtime's allocator,
+	// sweeping included, whoever calls it.)
+	pool := &onePool{buf: make([]byte, 32<<10)}
+	var p [64]byte
+	return []stackRead{
+		{"Read", func(c *Conn) {
+			if n, err := c.Read(p[:]); n != stackMsgLen || err != nil {
+				panic(fmt.Sprint(n, err))
+			}
+		}},
+		{"ReadOnReady", func(c *Conn) {
+			buf, n, err := c.ReadOnReady(32<<10, pool)
+			if n != stackMsgLen || err != nil {
+				panic(fmt.Sprint(n, err))
+			}
+			pool.Put(buf)
+		}},
 	}
 }
 
@@ -242,6 +259,48 @@ func TestParkedStackRekey(t *testing.T) {
 		}
 	})
 	<-done
-	require.Equal(t, uint64(1), c.in.kdfCtr, "the reader did not change epochs")
+	require.Equal(t, uint64(1), c.in.epoch, "the reader did not change epochs")
 	assert.False(t, g, "a key epoch change grew the reader's stack")
+}
+
+// TestParkedStackAfterCollection is TestParkedStack with two garbage
+// collections while the reader is parked: they free the idle read AEAD, so
+// the reader wakes to rebuild it from the key (AES key schedule; for
+// AES128GCMRekey an HMAC too), which runs on a goroutine of its own and
+// allocates nothing on the reader's stack (right after a collection an
+// allocation refills the allocator's caches, deep enough to grow the
+// stack), so the reader keeps the same headroom. Set STACK_CALIBRATE=1 to
+// log the headroom found.
+func TestParkedStackAfterCollection(t *testing.T) {
+	if !stacktest.InChild(t) {
+		return
+	}
+	for _, r := range stackReads() {
+		for _, kind := range []string{"handshake", AES128GCM, AES128GCMRekey} {
+			t.Run(r.name+"/"+kind, func(t *testing.T) {
+				var freed atomic.Int32
+				idle := func(c, _ *Conn) {
+					runtime.GC()
+					runtime.GC()
+					// A strong reference (c.in.box) would keep it.
+					if c.in.weak.Value() == nil {
+						freed.Add(1)
+					}
+				}
+				// The check can fail: far more than 2 KiB of burn grows.
+				require.True(t, grewIdle(t, kind, 2048, r.read, idle))
+				assert.False(t, grewIdle(t, kind, parkHeadroom, r.read, idle),
+					"rebuilding the read AEAD after a collection grew the reader's stack with %d B used before it", parkHeadroom)
+				require.Equal(t, int32(2), freed.Load(), "the collections did not free the idle read AEAD")
+				if os.Getenv("STACK_CALIBRATE") != "" {
+					for burn := 0; burn < 2048; burn += 16 {
+						if grewIdle(t, kind, burn, r.read, idle) {
+							t.Logf("%s %s grows at burn %d", r.name, kind, burn)
+							break
+						}
+					}
+				}
+			})
+		}
+	}
 }
