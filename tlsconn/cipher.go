@@ -113,7 +113,7 @@ func (h *halfConn) release() { h.box = nil }
 // acquire makes h.box hold the AEAD again, the same one if no collection
 // freed it, or one rebuilt from the key. Rebuilding is deep (key schedule,
 // allocation): a reader that parks afterwards calls it through
-// onFreshStack.
+// record.OnFreshStack.
 func (h *halfConn) acquire(newChaCha func([]byte) (cipher.AEAD, error)) error {
 	if h.box != nil {
 		return nil

@@ -448,12 +448,6 @@ func (c *Conn) step() int {
 			return actFill
 		}
 		if c.prepareRecord(rec) {
-			if !c.in.acquired() {
-				if err := onFreshStack(func() error { return c.in.acquire(c.chacha) }); err != nil {
-					r.err = c.failRead(err)
-					return actDone
-				}
-			}
 			return actOpen
 		}
 		if r.n > 0 || r.err != nil {
@@ -580,6 +574,10 @@ func (c *Conn) prepareRecord(rec []byte) bool {
 //go:noinline
 func (c *Conn) openRecord() {
 	r := &c.res
+	if c.in.box == nil && !c.acquireIn() {
+		r.opened = -2 // finishRecord reports the error
+		return
+	}
 	if r.direct && r.pool != nil {
 		r.dstBuf = r.pool.Get(c.in.innerLen(r.rec))
 	}
@@ -591,10 +589,34 @@ func (c *Conn) openRecord() {
 	}
 }
 
+// acquireIn takes the read direction's AEAD back (see halfConn), from a
+// frame right under Read's: taking back a weakly held object sweeps its
+// span if a collection has not yet, which runs on this stack. A rebuild
+// runs on a goroutine of its own. It reports whether the AEAD is there;
+// if not, the error is in c.res.err.
+//
+//go:noinline
+func (c *Conn) acquireIn() bool {
+	if c.in.acquired() {
+		return true
+	}
+	if err := record.OnFreshStack((*acquireIn)(c)); err != nil {
+		c.res.err = err
+		return false
+	}
+	return true
+}
+
 // finishRecord acts on an opened record. It returns true when the outcome
 // (data delivered or an error) is in r; false when the record carried no
 // data and reading goes on.
 func (r *result) finishRecord(c *Conn) bool {
+	if r.opened == -2 { // no AEAD (acquireIn failed); no buffer was taken
+		err := r.err
+		r.rec, r.opened = nil, 0
+		r.err = c.failRead(err)
+		return true
+	}
 	rec, dst, buf, direct := r.rec, r.dst(c), r.dstBuf, r.direct
 	opened := dst[:max(r.opened, 0)]
 	ok := r.opened >= 0
@@ -828,7 +850,7 @@ func (c *Conn) sendKeyUpdateMsg(req byte) error {
 		return err // nothing was sent: the KeyUpdate stays due
 	}
 	c.keyUpdate.Store(false)
-	if uerr := onFreshStack(func() error { return c.out.update(c.chacha) }); uerr != nil {
+	if uerr := record.OnFreshStack((*updateOut)(c)); uerr != nil {
 		c.fatal.CompareAndSwap(nil, &net.OpError{Op: "local error", Err: uerr})
 		return uerr
 	}
@@ -839,7 +861,7 @@ func (c *Conn) sendKeyUpdateMsg(req byte) error {
 // c.wmu is held. It returns how many bytes of b are committed (see Write).
 func (c *Conn) writeRecords(typ byte, b []byte) (int, error) {
 	if !c.out.acquired() {
-		if err := onFreshStack(func() error { return c.out.acquire(c.chacha) }); err != nil {
+		if err := record.OnFreshStack((*acquireOut)(c)); err != nil {
 			c.fatal.CompareAndSwap(nil, &net.OpError{Op: "local error", Err: err})
 			return 0, err
 		}
@@ -1002,3 +1024,19 @@ var (
 	_ net.Conn           = (*Conn)(nil)
 	_ readyreader.Reader = (*Conn)(nil)
 )
+
+// The cipher work a Conn runs through record.OnFreshStack: rebuilding a
+// direction's AEAD after a collection freed it, and replacing it on a
+// KeyUpdate. A *Conn converted to these types is a record.Job without an
+// allocation.
+type (
+	acquireIn  Conn
+	acquireOut Conn
+	updateIn   Conn
+	updateOut  Conn
+)
+
+func (c *acquireIn) Run() error  { return c.in.acquire(c.chacha) }
+func (c *acquireOut) Run() error { return c.out.acquire(c.chacha) }
+func (c *updateIn) Run() error   { return c.in.update(c.chacha) }
+func (c *updateOut) Run() error  { return c.out.update(c.chacha) }

@@ -462,9 +462,10 @@ func recordLength(h []byte, max int) (int, error) {
 	return headerLen + n, nil
 }
 
-// onFreshStack runs f on a goroutine of its own and waits for it: key
-// derivation and other deep work must not grow the stack of a reader that
-// goes on to park for as long as its connection is idle.
+// onFreshStack runs f on a goroutine of its own and waits for it, for the
+// rare deep work (a ticket handed to crypto/tls) that needs a closure; the
+// cipher work of the read and write paths goes through record.OnFreshStack,
+// which allocates nothing on the caller's stack.
 func onFreshStack(f func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- f() }()

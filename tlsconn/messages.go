@@ -97,7 +97,7 @@ func (c *Conn) keyUpdateMessage(b []byte) error {
 	if v > 1 {
 		return alertErr(alertIllegalParameter, "tlsconn: KeyUpdate with an invalid request_update")
 	}
-	if err := onFreshStack(func() error { return c.in.update(c.chacha) }); err != nil {
+	if err := record.OnFreshStack((*updateIn)(c)); err != nil {
 		return err
 	}
 	if v == 1 {
