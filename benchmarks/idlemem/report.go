@@ -113,8 +113,14 @@ func (r *report) writeTable(w io.Writer) {
 	for _, res := range r.Results {
 		burst = burst || res.AfterBurst != nil
 	}
+	// Names are padded to the longest, so that the right-aligned columns
+	// keep them left-aligned.
+	width := 15
+	for _, res := range r.Results {
+		width = max(width, len(res.Mode))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	hdr := fmt.Sprintf("%-15s\theap KiB\tstack KiB\ttotal KiB\tpool B\tgoroutines\tstart B\tx floor\t", "mode")
+	hdr := fmt.Sprintf("%-*s\theap KiB\tstack KiB\ttotal KiB\tpool B\tgoroutines\tstart B\tx floor\t", width, "mode")
 	if burst {
 		hdr += "burst KiB\tburst x floor\t"
 	}
@@ -132,7 +138,7 @@ func (r *report) writeTable(w io.Writer) {
 		if res.RatioToFloor != nil {
 			ratio = fmt.Sprintf("%.2f", *res.RatioToFloor)
 		}
-		line := fmt.Sprintf("%-15s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\t", res.Mode, kib(res.HeapPerConn), kib(res.StackPerConn),
+		line := fmt.Sprintf("%-*s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\t", width, res.Mode, kib(res.HeapPerConn), kib(res.StackPerConn),
 			kib(res.TotalPerConn), pool, res.GoroutinesPerConn, res.StackStartBytes, ratio)
 		if burst {
 			if b := res.AfterBurst; b != nil {
@@ -151,7 +157,7 @@ func (r *report) writeTable(w io.Writer) {
 
 	fmt.Fprintln(w)
 	for _, res := range r.Results {
-		fmt.Fprintf(w, "  %-15s %s\n", res.Mode, res.Description)
+		fmt.Fprintf(w, "  %-*s %s\n", width, res.Mode, res.Description)
 	}
 
 	if len(r.Scaling) > 0 {
