@@ -7,9 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"runtime"
-	"sync/atomic"
 	"weak"
+
+	"github.com/readyconn/readyconn/internal/record"
 )
 
 // Wire constants of the ALTS record protocol.
@@ -327,63 +327,20 @@ func (c *recordCipher) framesLeft() uint64 {
 	return left + 1
 }
 
-// rebuildJob is a call of recordCipher.rebuild that rebuildOnFreshStack
-// hands to a goroutine of its own.
-type rebuildJob struct {
-	c    *recordCipher
-	v    *[counterSize]byte
-	err  error
-	done atomic.Bool // err is set
-}
-
-var (
-	// rebuildQueue carries each job to the goroutine started for it: one
-	// goroutine per job sent, started after the send, so each finds one.
-	rebuildQueue = make(chan *rebuildJob, 64)
-	// idleJobs keeps finished jobs for reuse.
-	idleJobs = make(chan *rebuildJob, 64)
-)
-
-// rebuildOnFreshStack runs c.rebuild(v) on a goroutine of its own and
-// waits for it, so that the stack rebuild needs is not kept by the caller:
-// a reader parks for as long as its connection is idle, and a goroutine
-// whose stack once grew past 2 KiB keeps the larger stack while parked.
-//
-// It also keeps the runtime's allocator off the caller's stack: right after
-// a collection (which is when an idle reader wakes to rebuild its AEAD) an
-// allocation may refill the allocator's caches and sweep on the allocating
-// goroutine's stack, deep enough to grow a 2 KiB one. So the goroutine runs
-// a function without arguments (no closure), the job comes from idleJobs
-// (allocated only when more rebuilds than ever before run at once), and the
-// caller waits by yielding until the job is done, not by blocking on a
-// channel or lock, which may allocate (a sudog) when the runtime's caches
-// of them are empty, as a collection leaves them. A rebuild takes
-// microseconds.
+// rebuildOnFreshStack runs c.rebuild(v) through record.OnFreshStack: on a
+// goroutine of its own, without allocating on the caller's stack (see
+// there), so that a reader that parks afterwards keeps its 2 KiB stack. It
+// passes v in c.scratch, which prepare's callers do not use meanwhile.
 func rebuildOnFreshStack(c *recordCipher, v *[counterSize]byte) error {
-	var j *rebuildJob
-	select {
-	case j = <-idleJobs:
-	default:
-		j = new(rebuildJob)
-	}
-	j.c, j.v = c, v
-	rebuildQueue <- j // blocks only when more than 64 jobs wait for their goroutines
-	go runRebuildJob()
-	for !j.done.Load() {
-		runtime.Gosched()
-	}
-	err := j.err
-	*j = rebuildJob{}
-	select {
-	case idleJobs <- j:
-	default:
-	}
-	return err
+	c.scratch = *v
+	return record.OnFreshStack((*rebuilder)(c))
 }
 
-// runRebuildJob runs one job from rebuildQueue.
-func runRebuildJob() {
-	j := <-rebuildQueue
-	j.err = j.c.rebuild(j.v)
-	j.done.Store(true)
+// rebuilder is a recordCipher as a record.Job: it rebuilds the AEAD for the
+// counter value in scratch.
+type rebuilder recordCipher
+
+func (r *rebuilder) Run() error {
+	c := (*recordCipher)(r)
+	return c.rebuild(&c.scratch)
 }
