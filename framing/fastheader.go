@@ -11,8 +11,8 @@ type fastHeader struct {
 	on     bool
 	little bool
 	signed bool
-	size   int // bytes of the length field
-	end    int // LengthOffset + size
+	size   uint8 // bytes of the length field
+	end    uint8 // LengthOffset + size, at most maxHeader
 	adj    int
 	max    int
 	strip  int // StripThroughLength resolved
@@ -30,14 +30,14 @@ func newFastHeader(s *Spec) fastHeader {
 		on:     true,
 		little: s.ByteOrder == binary.LittleEndian,
 		signed: s.Signed,
-		size:   s.LengthSize,
-		end:    s.LengthOffset + s.LengthSize,
+		size:   uint8(s.LengthSize),
+		end:    uint8(s.LengthOffset + s.LengthSize), // Validate: <= maxHeader
 		adj:    s.Adjustment,
 		max:    s.maxFrame(),
 		strip:  s.Strip,
 	}
 	if x.strip == StripThroughLength {
-		x.strip = x.end
+		x.strip = int(x.end)
 	}
 	return x
 }
@@ -45,12 +45,13 @@ func newFastHeader(s *Spec) fastHeader {
 // complete returns the header of the frame at the start of b if the frame is
 // valid and wholly in b.
 func (x *fastHeader) complete(b []byte) (header, bool) {
-	if !x.on || len(b) < x.end {
+	end, size := int(x.end), int(x.size)
+	if !x.on || len(b) < end {
 		return header{}, false
 	}
-	f := b[x.end-x.size : x.end]
+	f := b[end-size : end]
 	var v uint64
-	switch x.size {
+	switch size {
 	case 1:
 		v = uint64(f[0])
 	case 2:
@@ -72,12 +73,12 @@ func (x *fastHeader) complete(b []byte) (header, bool) {
 			v = binary.BigEndian.Uint64(f)
 		}
 	}
-	if x.signed && v>>(8*x.size-1) != 0 || v > uint64(x.max) {
+	if x.signed && v>>(8*size-1) != 0 || v > uint64(x.max) {
 		return header{}, false
 	}
-	frame := x.end + int(v) + x.adj
-	if frame < x.end || frame > x.max || x.strip > frame || frame > len(b) {
+	frame := end + int(v) + x.adj
+	if frame < end || frame > x.max || x.strip > frame || frame > len(b) {
 		return header{}, false
 	}
-	return header{end: x.end, frame: frame, strip: x.strip}, true
+	return header{end: end, frame: frame, strip: x.strip}, true
 }

@@ -280,13 +280,15 @@ type Reader struct {
 	cur      *[]byte
 	off, end int
 
-	// A header that arrived in pieces.
-	hdr  [maxHeader]byte
+	// A header that arrived in pieces: (*hdr)[:hdrN]. The array is made
+	// the first time a header is split (an idle Reader is small: see
+	// TestIdleSizes) and kept.
+	hdr  *[maxHeader]byte
 	hdrN int
 
-	// The frame being assembled: h describes it, consumed counts its bytes
-	// taken from the stream, (*fb)[:fbN] are its visible bytes so far.
-	inFrame  bool
+	// The frame being assembled: h describes it (while inFrame), consumed
+	// counts its bytes taken from the stream, (*fb)[:fbN] are its visible
+	// bytes so far.
 	h        header
 	consumed int
 	fb       *[]byte
@@ -294,23 +296,26 @@ type Reader struct {
 
 	// next is the header of a complete frame at the start of cur, parsed
 	// by compact; valid while nextOK.
-	next   header
-	nextOK bool
+	next header
 
 	// share: cur came from a read that filled at least half of it, so its
 	// frames are handed out as slices of it. Once the first one is, ch is
 	// cur's descriptor (with generation chGen) and handed counts the Frames
 	// cut from it. spare is a descriptor to reuse.
+	ch     *chunk
+	handed int64
+	spare  *chunk
+	chGen  uint32
+
+	empty int32 // reads in a row that brought nothing
+
+	inFrame  bool
+	nextOK   bool
 	share    bool
-	ch       *chunk
-	chGen    uint32
-	handed   int64
-	spare    *chunk
 	shareAll bool // tests: share whatever the fill
 	debug    bool // the pool is a bufferpool.WithDebug pool
 
 	tail    tailPool
-	empty   int   // reads in a row that brought nothing
 	pending error // error that came with the last bytes, reported when more are needed
 	err     error // sticky
 }
@@ -660,6 +665,9 @@ func (r *Reader) absorb() (bool, error) {
 			}
 			if !ok {
 				// len(b) < the header's size <= maxHeader
+				if r.hdr == nil {
+					r.hdr = new([maxHeader]byte)
+				}
 				r.hdrN = copy(r.hdr[:], b)
 				r.consume(len(b))
 				continue

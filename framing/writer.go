@@ -36,13 +36,20 @@ type Writer struct {
 	writev bool
 	ln     uint8   // the length field is hdr[:ln] (set by begin)
 	hdr    [8]byte // the longest length field: 8 bytes, or a uvarint below maxMaxFrame
-	// vecs holds the slices of a frame written without copying it whole,
+	// v holds the slices of a frame written without copying it whole,
 	// made on the first such frame (so that an idle Writer that only ever
-	// wrote small frames is small) and reused.
+	// wrote small frames is small: see TestIdleSizes) and reused.
+	v   *vectors
+	err error
+}
+
+// vectors is the state of a frame written as several slices: vecs are the
+// length field and the caller's parts, bufs the piece being written, and
+// cut the remainder of a slice a piece ended in.
+type vectors struct {
 	vecs [][]byte
 	bufs net.Buffers
 	cut  []byte
-	err  error
 }
 
 // pieceSize is the size of the vectored writes a large frame on a TCP
@@ -138,7 +145,7 @@ func (w *Writer) WriteFrame(parts ...[]byte) error {
 		return w.writeStream(parts)
 	}
 	for size := w.startPieces(parts, f); w.nextPiece(size); {
-		if m, err := w.bufs.WriteTo(w.w); err != nil {
+		if m, err := w.v.bufs.WriteTo(w.w); err != nil {
 			return w.endPieces(err, m > 0)
 		}
 		w.wrote = true
@@ -192,19 +199,19 @@ func (w *Writer) done(buf *[]byte, m int, err error) error {
 	return nil
 }
 
-// spliceVec sets w.vecs to the length field and the parts as the slices of
+// spliceVec sets w.v.vecs to the length field and the parts as the slices of
 // one vectored write.
 func (w *Writer) spliceVec(parts [][]byte) {
-	if w.vecs == nil {
-		w.vecs = make([][]byte, 0, max(8, len(parts)+2))
+	if w.v == nil {
+		w.v = &vectors{vecs: make([][]byte, 0, max(8, len(parts)+2))}
 	}
-	w.vecs = splice(w.vecs[:0], parts, w.spec.LengthOffset, w.hdr[:w.ln])
+	w.v.vecs = splice(w.v.vecs[:0], parts, w.spec.LengthOffset, w.hdr[:w.ln])
 }
 
 // release drops the Writer's references to the caller's slices.
 func (w *Writer) release() {
-	clear(w.vecs)
-	w.bufs, w.cut = nil, nil
+	clear(w.v.vecs)
+	w.v.bufs, w.v.cut = nil, nil
 }
 
 // startPieces prepares a frame of f bytes for nextPiece and returns the size
@@ -213,7 +220,7 @@ func (w *Writer) release() {
 //go:noinline
 func (w *Writer) startPieces(parts [][]byte, f int) int {
 	w.spliceVec(parts)
-	w.pos, w.cut, w.wrote = 0, nil, false
+	w.pos, w.v.cut, w.wrote = 0, nil, false
 	if p := int(w.piece); p > 0 && f >= 2*p {
 		k := f / p
 		return (f + k - 1) / k
@@ -221,20 +228,21 @@ func (w *Writer) startPieces(parts [][]byte, f int) int {
 	return f
 }
 
-// nextPiece sets w.bufs to the next piece of the frame, size bytes or what
+// nextPiece sets w.v.bufs to the next piece of the frame, size bytes or what
 // is left, and reports whether there was any. It takes whole slices while
-// they fit and cuts the next one, whose remainder (w.cut) leads the next
-// piece. (w.bufs.WriteTo consumes the slices it writes, so the remainder is
+// they fit and cuts the next one, whose remainder (w.v.cut) leads the next
+// piece. (bufs.WriteTo consumes the slices it writes, so the remainder is
 // kept aside.)
 //
 //go:noinline
 func (w *Writer) nextPiece(size int) bool {
-	vec := w.vecs[w.pos:]
+	v := w.v
+	vec := v.vecs[w.pos:]
 	if len(vec) == 0 {
 		return false
 	}
-	if w.cut != nil {
-		vec[0], w.cut = w.cut, nil
+	if v.cut != nil {
+		vec[0], v.cut = v.cut, nil
 	}
 	i, left := 0, size
 	for i < len(vec) && len(vec[i]) <= left {
@@ -243,11 +251,11 @@ func (w *Writer) nextPiece(size int) bool {
 	}
 	w.pos += int32(i)
 	if i < len(vec) && left > 0 {
-		w.cut = vec[i][left:]
+		v.cut = vec[i][left:]
 		vec[i] = vec[i][:left]
 		i++
 	}
-	w.bufs = vec[:i]
+	v.bufs = vec[:i]
 	return true
 }
 
@@ -273,7 +281,7 @@ func (w *Writer) writeStream(parts [][]byte) error {
 	var buf *[]byte
 	var err error
 	wrote := false
-	for rest := w.vecs; len(rest) > 0; {
+	for rest := w.v.vecs; len(rest) > 0; {
 		var p []byte
 		p, rest = w.nextChunk(rest, chunk, &buf)
 		var m int
