@@ -269,11 +269,14 @@ func (r *Reader) readErr(err error) error {
 	return err
 }
 
-// put returns the buffer to the pool, cleared where plaintext may be.
+// put returns the buffer to the pool, cleared where plaintext may be. It is
+// called only once the plaintext is consumed, and drops the empty view of
+// it too: an empty slice still points into the buffer, and would keep it
+// from the garbage collector after the pool let go of it.
 func (r *Reader) put() {
 	clear((*r.buf)[:r.dirty])
 	r.pool.Put(r.buf)
-	r.buf, r.dirty = nil, 0
+	r.buf, r.dirty, r.plain = nil, 0, nil
 }
 
 // Release returns the buffer to the pool, cleared where plaintext may be,

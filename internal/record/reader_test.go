@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"testing/iotest"
+	"weak"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -439,4 +441,62 @@ func TestReaderPinning(t *testing.T) {
 	r.Init(iotest.OneByteReader(bytes.NewReader(nil)), pool, &testFormat)
 	require.True(t, r.Pinning())
 	require.Equal(t, BlockingReadSize, r.readSize)
+}
+
+// forgetPool allocates every buffer and keeps none: each Put drops the
+// buffer and keeps only a weak pointer to its memory, so a test can tell
+// whether anything else still refers to a buffer after it went back.
+type forgetPool struct{ put []weak.Pointer[byte] }
+
+func (p *forgetPool) Get(n int) *[]byte {
+	// At least 64 bytes: smaller pointer-free objects may share a block
+	// with others (the tiny allocator) and live as long as they do.
+	b := make([]byte, n, max(n, 64))
+	return &b
+}
+
+func (p *forgetPool) Put(b *[]byte) {
+	p.put = append(p.put, weak.Make(&(*b)[:1][0]))
+}
+
+// TestReaderKeepsNoBufferAfterPut checks that once the plaintext of a
+// record is delivered and the buffer given back, the Reader holds no
+// reference into it: an idle connection must not keep its last buffer alive
+// behind the pool's back (the pool's counters would say 0 bytes in use
+// while the garbage collector could free nothing). It failed when the empty
+// plaintext view kept pointing into the buffer.
+func TestReaderKeepsNoBufferAfterPut(t *testing.T) {
+	for _, size := range []int{10, 6400, 3 << 14} {
+		msg := body(size, size)
+		f := &feed{chunks: [][]byte{sealed(msg), sealed(msg)}}
+		pool := &forgetPool{}
+		r := new(Reader)
+		r.Init(f, pool, &testFormat)
+		for range 2 {
+			var rec []byte
+			for rec == nil {
+				require.NoError(t, r.Fill())
+				var err error
+				rec, err = r.Next()
+				require.NoError(t, err)
+			}
+			b := rec[testHeaderLen:]
+			unseal(b)
+			r.Opened()
+			r.SetPlain(b)
+			var got []byte
+			p := make([]byte, 1000)
+			for len(r.Plain()) > 0 {
+				n := r.Deliver(p)
+				got = append(got, p[:n]...)
+			}
+			require.Equal(t, msg, got)
+		}
+		require.NotEmpty(t, pool.put, "size %d: no buffer went back", size)
+		runtime.GC()
+		for i, w := range pool.put {
+			assert.Nil(t, w.Value(), "size %d: buffer %d of %d still referenced after Put", size, i+1, len(pool.put))
+		}
+		runtime.KeepAlive(r)
+	}
 }
