@@ -3,6 +3,7 @@ package tlsconn
 import (
 	"crypto/tls"
 	"io"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -64,14 +65,10 @@ func TestAllocs(t *testing.T) {
 	}
 }
 
+// itoa names a size in subtest names: 100, 16KiB, 1024KiB.
 func itoa(n int) string {
 	if n >= 1024 && n%1024 == 0 {
-		return string(rune('0'+n/1024/10%10)) + string(rune('0'+n/1024%10)) + "KiB"
+		return strconv.Itoa(n/1024) + "KiB"
 	}
-	b := []byte{}
-	for n > 0 || len(b) == 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
+	return strconv.Itoa(n)
 }

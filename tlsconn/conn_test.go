@@ -69,6 +69,38 @@ func TestIdleHoldsNothing(t *testing.T) {
 	}
 }
 
+// TestIdleKeepsNoReference checks what TestIdleHoldsNothing cannot see
+// through the pool's counters: that a parked reader keeps no reference into
+// any buffer it gave back (an empty plaintext view did, after records were
+// read in place), so that the garbage collector can free them all.
+func TestIdleKeepsNoReference(t *testing.T) {
+	for _, version := range versions() {
+		for _, size := range []int{100, 1 << 20} {
+			t.Run(tls.VersionName(version)+"/"+itoa(size), func(t *testing.T) {
+				pool := &testnet.ForgetPool{}
+				scfg := serverConfig(t)
+				scfg.MaxVersion = version
+				cn, sn := pairOf(t, ours, ours, clientConfig(t), scfg, WithPool(pool))
+				c := cn.(*Conn)
+				data := randBytes(size)
+				transfer(t, sn, c, data, 64<<10)
+				transfer(t, c, sn, data, 64<<10)
+				done := make(chan error, 1)
+				go func() {
+					_, err := io.ReadFull(c, make([]byte, 100))
+					done <- err
+				}()
+				testnet.WaitParked(t, "tlsconn.(*Conn).Read")
+				require.Zero(t, pool.InUseBytes())
+				pool.RequireUnreferenced(t)
+				_, err := sn.Write(make([]byte, 100))
+				require.NoError(t, err)
+				require.NoError(t, <-done)
+			})
+		}
+	}
+}
+
 // TestReadOnReadySizes checks that ReadOnReady takes from the caller's pool
 // no more than the record needs, and never more than size.
 func TestReadOnReadySizes(t *testing.T) {

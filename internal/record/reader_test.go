@@ -9,12 +9,12 @@ import (
 	"slices"
 	"testing"
 	"testing/iotest"
-	"weak"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
+	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 // testStream returns sealed records of assorted sizes and their bodies.
@@ -443,22 +443,6 @@ func TestReaderPinning(t *testing.T) {
 	require.Equal(t, BlockingReadSize, r.readSize)
 }
 
-// forgetPool allocates every buffer and keeps none: each Put drops the
-// buffer and keeps only a weak pointer to its memory, so a test can tell
-// whether anything else still refers to a buffer after it went back.
-type forgetPool struct{ put []weak.Pointer[byte] }
-
-func (p *forgetPool) Get(n int) *[]byte {
-	// At least 64 bytes: smaller pointer-free objects may share a block
-	// with others (the tiny allocator) and live as long as they do.
-	b := make([]byte, n, max(n, 64))
-	return &b
-}
-
-func (p *forgetPool) Put(b *[]byte) {
-	p.put = append(p.put, weak.Make(&(*b)[:1][0]))
-}
-
 // TestReaderKeepsNoBufferAfterPut checks that once the plaintext of a
 // record is delivered and the buffer given back, the Reader holds no
 // reference into it: an idle connection must not keep its last buffer alive
@@ -469,7 +453,7 @@ func TestReaderKeepsNoBufferAfterPut(t *testing.T) {
 	for _, size := range []int{10, 6400, 3 << 14} {
 		msg := body(size, size)
 		f := &feed{chunks: [][]byte{sealed(msg), sealed(msg)}}
-		pool := &forgetPool{}
+		pool := &testnet.ForgetPool{}
 		r := new(Reader)
 		r.Init(f, pool, &testFormat)
 		for range 2 {
@@ -492,11 +476,8 @@ func TestReaderKeepsNoBufferAfterPut(t *testing.T) {
 			}
 			require.Equal(t, msg, got)
 		}
-		require.NotEmpty(t, pool.put, "size %d: no buffer went back", size)
-		runtime.GC()
-		for i, w := range pool.put {
-			assert.Nil(t, w.Value(), "size %d: buffer %d of %d still referenced after Put", size, i+1, len(pool.put))
-		}
+		require.Zero(t, pool.InUseBytes(), "size %d", size)
+		pool.RequireUnreferenced(t)
 		runtime.KeepAlive(r)
 	}
 }
