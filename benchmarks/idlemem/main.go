@@ -56,9 +56,9 @@
 // connection is idle, however many collections run (measured with 2, 4 and 8
 // collections: the same figures). Measured (N = 2000, KiB per pair, stack
 // part in parentheses, reader-only vs -setup-on-reader, 2026-12-02): floor
-// 6.2 (4.0) vs 6.1 (4.0); readyreader 6.9 (4.0) vs 8.9 (6.1); framing 7.9
-// (4.0) vs 11.8 (8.0); tls 27.1 (8.0) vs 35.5 (16.0); tlsconn 10.7 (4.1) vs
-// 14.6 (8.0); alts 10.5 (4.1) vs 14.4 (8.0). The readyconn readers park
+// 6.3 (4.0) vs 6.1 (4.0); readyreader 7.0 (4.0) vs 6.9 (4.2); framing 7.7
+// (4.0) vs 11.5 (8.0); tls 27.2 (8.0) vs 35.4 (16.0); tlsconn 10.5 (4.0) vs
+// 14.4 (8.0); alts 10.4 (4.1) vs 14.4 (8.0). The readyconn readers park
 // within a 2 KiB stack; crypto/tls's read path alone grows past it. A
 // server that parks its readers on the goroutine that did the handshake
 // pays that difference per connection; one that reads on a goroutine of its
@@ -68,10 +68,11 @@
 //
 // -msg sets the size of the exchange in the non-gRPC modes (e.g. -msg
 // 64KiB): buffers that grow with traffic and never shrink show up then
-// (crypto/tls: 27.1 KiB per pair after 100 B, 71.2 after 64 KiB; tlsconn
-// 10.7 and 12.3; the other readyconn modes unchanged). The floor, tls,
-// tlsconn and alts ends read through a 64-byte application buffer whatever
-// the size.
+// (crypto/tls: 27.2 KiB per pair after 100 B, 71.5 after 64 KiB; tlsconn
+// 10.5 and 10.5, alts 10.4 and 10.4, readyreader 7.0 and 7.0; framing 7.7
+// and 8.4, the slice vector its Writer keeps after a large frame). The
+// floor, tls, tlsconn and alts ends read through a 64-byte application
+// buffer whatever the size.
 //
 // gRPC modes are measured twice: after the one health-check RPC, and again
 // after a burst of -burst bytes each way (1 MiB by default, 0 to skip) on
