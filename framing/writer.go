@@ -50,6 +50,9 @@ type vectors struct {
 	vecs [][]byte
 	bufs net.Buffers
 	cut  []byte
+	// small backs vecs for frames of up to two parts (a part cut by the
+	// length field takes two slices), in the same allocation.
+	small [4][]byte
 }
 
 // pieceSize is the size of the vectored writes a large frame on a TCP
@@ -203,7 +206,8 @@ func (w *Writer) done(buf *[]byte, m int, err error) error {
 // one vectored write.
 func (w *Writer) spliceVec(parts [][]byte) {
 	if w.v == nil {
-		w.v = &vectors{vecs: make([][]byte, 0, max(8, len(parts)+2))}
+		w.v = new(vectors)
+		w.v.vecs = w.v.small[:0]
 	}
 	w.v.vecs = splice(w.v.vecs[:0], parts, w.spec.LengthOffset, w.hdr[:w.ln])
 }
@@ -211,6 +215,7 @@ func (w *Writer) spliceVec(parts [][]byte) {
 // release drops the Writer's references to the caller's slices.
 func (w *Writer) release() {
 	clear(w.v.vecs)
+	clear(w.v.small[:]) // vecs may have outgrown it, keeping older slices
 	w.v.bufs, w.v.cut = nil, nil
 }
 

@@ -219,7 +219,7 @@ func TestWriterPieces(t *testing.T) {
 		require.NoError(t, w.WriteFrame(parts...))
 		require.NoError(t, w.WriteFrame(parts...))
 		require.Equal(t, cat(want, want), vw.Bytes(), "piece %d", piece)
-		for _, v := range w.v.vecs[:cap(w.v.vecs)] {
+		for _, v := range append(w.v.vecs[:cap(w.v.vecs)], w.v.small[:]...) {
 			require.Nil(t, v, "caller's memory kept")
 		}
 		require.Nil(t, w.v.bufs)
@@ -361,7 +361,7 @@ func TestWriterStreamPieces(t *testing.T) {
 				continue
 			}
 			require.NotNil(t, w.v, "%s, chunk %d", fx.name, chunk)
-			for _, v := range w.v.vecs[:cap(w.v.vecs)] {
+			for _, v := range append(w.v.vecs[:cap(w.v.vecs)], w.v.small[:]...) {
 				require.Nil(t, v, "caller's memory kept")
 			}
 		}

@@ -70,7 +70,7 @@
 // 64KiB): buffers that grow with traffic and never shrink show up then
 // (crypto/tls: 27.2 KiB per pair after 100 B, 71.5 after 64 KiB; tlsconn
 // 10.5 and 10.5, alts 10.4 and 10.4, readyreader 7.0 and 7.0; framing 7.7
-// and 8.4, the slice vector its Writer keeps after a large frame). The
+// and 8.1, the slice vector its Writer keeps after a large frame). The
 // floor, tls, tlsconn and alts ends read through a 64-byte application
 // buffer whatever the size.
 //
