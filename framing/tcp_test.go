@@ -375,3 +375,68 @@ func TestTCPWriterZeroAllocs(t *testing.T) {
 		}
 	}), "large frames: writev")
 }
+
+// TestTCPIdleKeepsNoReference checks what the pool's counters cannot show:
+// that a Reader parked after frames of every kind (whole, shared slices of
+// one read, a large one, one whose header came in pieces) keeps no
+// reference into a buffer it gave back, so that the garbage collector can
+// free them all once the pool lets go.
+func TestTCPIdleKeepsNoReference(t *testing.T) {
+	for _, share := range []bool{false, true} {
+		t.Run(fmt.Sprintf("share=%v", share), func(t *testing.T) {
+			client, server := testnet.TCPPair(t)
+			pool := &testnet.ForgetPool{}
+			r, err := NewReader(server, kafkaNoStrip, WithPool(pool))
+			require.NoError(t, err)
+			r.shareAll = share
+			frames := make(chan []byte, 64)
+			errc := make(chan error, 1)
+			go func() {
+				for {
+					f, err := r.ReadFrame()
+					if err != nil {
+						errc <- err
+						return
+					}
+					frames <- append([]byte(nil), f.Bytes()...)
+					f.Release()
+				}
+			}()
+			frame := func(b []byte) []byte { return append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...) }
+			send := func(b []byte) {
+				t.Helper()
+				_, err := client.Write(b)
+				require.NoError(t, err)
+			}
+			// A large frame.
+			big := make([]byte, 1<<20)
+			for i := range big {
+				big[i] = byte(i * 7)
+			}
+			send(frame(big))
+			require.Equal(t, big, <-frames)
+			// A header in pieces.
+			f := frame([]byte("split"))
+			send(f[:2])
+			testnet.WaitParked(t, readFrameFn)
+			send(f[2:])
+			require.Equal(t, "split", string(<-frames))
+
+			// Whole frames, several in one write (last: with share, the
+			// Reader keeps a descriptor of their buffer for the next one).
+			var batch []byte
+			for i := range 20 {
+				batch = append(batch, frame([]byte(fmt.Sprint("frame ", i)))...)
+			}
+			send(batch)
+			for i := range 20 {
+				require.Equal(t, fmt.Sprint("frame ", i), string(<-frames))
+			}
+			testnet.WaitParked(t, readFrameFn)
+			require.Zero(t, pool.InUseBytes())
+			pool.RequireUnreferenced(t)
+			client.Close()
+			require.ErrorIs(t, <-errc, io.EOF)
+		})
+	}
+}

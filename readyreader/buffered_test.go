@@ -720,3 +720,61 @@ func TestPeekGatherEdges(t *testing.T) {
 		})
 	}
 }
+
+// TestBufferedKeepsNoReference checks what the pool's counters cannot show:
+// that once its bytes are consumed a Buffered parked in Read keeps no
+// reference into any buffer it gave back (an empty slice into one would
+// keep it alive after the pool let go of it), after small messages, a
+// large one, and bytes taken through every way of consuming them.
+func TestBufferedKeepsNoReference(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			r, w := pair(t, network)
+			pool := &testnet.ForgetPool{}
+			b := readyreader.NewBuffered(readyreader.New(r), 32<<10, pool)
+			send := func(p []byte) {
+				t.Helper()
+				_, err := w.Write(p)
+				require.NoError(t, err)
+			}
+			send([]byte("one line\nsecond"))
+			line, err := b.ReadString('\n')
+			require.NoError(t, err)
+			require.Equal(t, "one line\n", line)
+			peek, err := b.Peek(6)
+			require.NoError(t, err)
+			require.Equal(t, "second", string(peek))
+			_, err = b.Discard(6)
+			require.NoError(t, err)
+			big := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+			send(big)
+			got := make([]byte, len(big))
+			for n := 0; n < len(got); {
+				k, err := b.Read(got[n:min(len(got), n+100)])
+				require.NoError(t, err)
+				n += k
+			}
+			require.Equal(t, big, got)
+			send([]byte("xy"))
+			c, err := b.ReadByte()
+			require.NoError(t, err)
+			require.Equal(t, byte('x'), c)
+			require.NoError(t, b.UnreadByte())
+			rest := make([]byte, 2)
+			_, err = io.ReadFull(b, rest)
+			require.NoError(t, err)
+			require.Equal(t, "xy", string(rest))
+
+			done := make(chan error, 1)
+			go func() {
+				_, err := b.Read(make([]byte, 10))
+				done <- err
+			}()
+			testnet.WaitBlocked(t, "readyreader.(*Buffered).Read")
+			require.Zero(t, pool.InUseBytes())
+			pool.RequireUnreferenced(t)
+			send([]byte("z"))
+			require.NoError(t, <-done)
+		})
+	}
+}
