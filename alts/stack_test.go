@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,31 +86,15 @@ func grewIdle(t *testing.T, kind string, burn int, read func(c *Conn), idle func
 		_, err = io.ReadFull(c, make([]byte, stackMsgLen))
 		require.NoError(t, err)
 	}
-	var first atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, err := s.Write(make([]byte, stackMsgLen)); err != nil {
-			panic(err)
-		}
-		for !first.Load() {
-			time.Sleep(time.Millisecond)
-		}
-		testnet.WaitParked(t, "alts.(*Conn).Read")
-		if idle != nil {
-			idle(c, s)
-		}
-		if _, err := s.Write(make([]byte, stackMsgLen)); err != nil {
-			panic(err)
-		}
-	}()
-	g := stacktest.Grew(burn, func() {
-		read(c)
-		first.Store(true)
-		read(c)
-	})
-	<-done
-	return g
+	send := func() error {
+		_, err := s.Write(make([]byte, stackMsgLen))
+		return err
+	}
+	var parkedIdle func()
+	if idle != nil {
+		parkedIdle = func() { idle(c, s) }
+	}
+	return stacktest.GrewAcrossIdle(t, burn, "alts.(*Conn).Read", send, parkedIdle, func() { read(c) })
 }
 
 // TestParkedStack proves that a reader's stack stays at 2 KiB through
@@ -132,12 +115,8 @@ func TestParkedStack(t *testing.T) {
 				assert.False(t, grew(t, kind, headroom, r.read),
 					"an alts reader grows its stack past 2 KiB with %d B used before it", headroom)
 				if os.Getenv("STACK_CALIBRATE") != "" {
-					for burn := 0; burn < 2048; burn += 16 {
-						if grew(t, kind, burn, r.read) {
-							t.Logf("%s %s grows at burn %d", r.name, kind, burn)
-							break
-						}
-					}
+					t.Logf("%s %s: %d B of headroom", r.name, kind,
+						stacktest.Headroom(func(burn int) bool { return grew(t, kind, burn, r.read) }))
 				}
 			})
 		}
@@ -232,33 +211,16 @@ func TestParkedStackRekey(t *testing.T) {
 	s.setCounters(refCounter(ServerSide, 1<<16), refCounter(ClientSide, 3))
 	c.setCounters(refCounter(ClientSide, 3), refCounter(ServerSide, 1<<16))
 	msg := bytes.Repeat([]byte{7}, stackMsgLen)
-	var first atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, err := s.Write(msg); err != nil {
-			panic(err)
-		}
-		for !first.Load() {
-			time.Sleep(time.Millisecond)
-		}
-		testnet.WaitParked(t, "alts.(*Conn).Read")
-		if _, err := s.Write(msg); err != nil {
-			panic(err)
-		}
-	}()
+	send := func() error {
+		_, err := s.Write(msg)
+		return err
+	}
 	var p [64]byte
-	g := stacktest.Grew(parkHeadroom, func() {
-		for i := range 2 {
-			if n, err := c.Read(p[:]); n != stackMsgLen || err != nil {
-				panic(fmt.Sprint(n, err))
-			}
-			if i == 0 {
-				first.Store(true)
-			}
+	g := stacktest.GrewAcrossIdle(t, parkHeadroom, "alts.(*Conn).Read", send, nil, func() {
+		if n, err := c.Read(p[:]); n != stackMsgLen || err != nil {
+			panic(fmt.Sprint(n, err))
 		}
 	})
-	<-done
 	require.Equal(t, uint64(1), c.in.epoch, "the reader did not change epochs")
 	assert.False(t, g, "a key epoch change grew the reader's stack")
 }
@@ -293,12 +255,8 @@ func TestParkedStackAfterCollection(t *testing.T) {
 					"rebuilding the read AEAD after a collection grew the reader's stack with %d B used before it", parkHeadroom)
 				require.Equal(t, int32(2), freed.Load(), "the collections did not free the idle read AEAD")
 				if os.Getenv("STACK_CALIBRATE") != "" {
-					for burn := 0; burn < 2048; burn += 16 {
-						if grewIdle(t, kind, burn, r.read, idle) {
-							t.Logf("%s %s grows at burn %d", r.name, kind, burn)
-							break
-						}
-					}
+					t.Logf("%s %s: %d B of headroom", r.name, kind,
+						stacktest.Headroom(func(burn int) bool { return grewIdle(t, kind, burn, r.read, idle) }))
 				}
 			})
 		}

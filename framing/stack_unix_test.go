@@ -4,10 +4,8 @@ package framing
 
 import (
 	"io"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -147,12 +145,6 @@ func maxBurn(grew func(int) bool, lo, hi int) int {
 // anything framing adds, and would make the result depend on when a
 // collection ran and where the goroutine was scheduled.
 func TestParkHeadroom(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector deepens every frame")
-	}
-	// memprofilerate=0 from the child's start: an allocation sampled for
-	// the heap profile records its stack, deep in the runtime.
-	t.Setenv("GODEBUG", strings.TrimPrefix(os.Getenv("GODEBUG")+",memprofilerate=0", ","))
 	if !stacktest.InChild(t) {
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,20 +70,6 @@ func grewReading(t *testing.T, network string, burn int, pool bufferpool.Pool) b
 	return grew
 }
 
-// headroom finds the largest burn (to 8 B) for which grew is false.
-func headroom(grew func(burn int) bool) int {
-	lo, hi := 0, 2048
-	for lo+8 < hi {
-		mid := (lo + hi) / 2
-		if grew(mid) {
-			hi = mid
-		} else {
-			lo = mid
-		}
-	}
-	return lo
-}
-
 // TestParkHeadroom checks that a reader with parkHeadroom bytes of stack in
 // use wakes, reads a message into a pool buffer and parks again within a
 // 2 KiB stack. With a warm pool (the steady state) the check is exact. With
@@ -99,12 +84,6 @@ func headroom(grew func(burn int) bool) int {
 // profile runs deeper in the runtime than anything here, wherever it is
 // made, and would make the result a matter of timing.
 func TestParkHeadroom(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector deepens every frame")
-	}
-	// memprofilerate=0 from the child's start: a sampled allocation
-	// records its stack deep in the runtime.
-	t.Setenv("GODEBUG", strings.TrimPrefix(os.Getenv("GODEBUG")+",memprofilerate=0", ","))
 	if !stacktest.InChild(t) {
 		return
 	}
@@ -120,7 +99,7 @@ func TestParkHeadroom(t *testing.T) {
 			}
 		}
 		t.Logf("%s: a 2 KiB stack grows after %d B burnt (warm pool); %d of 10 attempts with an allocating pool grew at %d B",
-			network, headroom(func(burn int) bool { return grewReading(t, network, burn, warm) }), grown, parkHeadroom)
+			network, stacktest.Headroom(func(burn int) bool { return grewReading(t, network, burn, warm) }), grown, parkHeadroom)
 		assert.False(t, grewReading(t, network, parkHeadroom, warm), "%s, warm pool", network)
 		assert.Less(t, grown, 5, "%s, allocating pool", network)
 		assert.True(t, grewReading(t, network, 2048, warm), "%s: the check can fail", network)

@@ -5,10 +5,8 @@ package readyreader_test
 import (
 	"errors"
 	"io"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -97,20 +95,6 @@ func grewBuffered(t *testing.T, burn int, pool bufferpool.Pool, op func(*readyre
 	return grew
 }
 
-// headroom finds the largest burn (to 8 B) for which grew is false.
-func headroom(grew func(burn int) bool) int {
-	lo, hi := 0, 2048
-	for lo+8 < hi {
-		mid := (lo + hi) / 2
-		if grew(mid) {
-			hi = mid
-		} else {
-			lo = mid
-		}
-	}
-	return lo
-}
-
 // TestParkHeadroom checks that every Buffered method that waits, with
 // parkHeadroom bytes of stack in use, wakes, reads into a pool buffer and
 // parks again within a 2 KiB stack. With a warm pool the check is exact.
@@ -121,10 +105,6 @@ func headroom(grew func(burn int) bool) int {
 // collector and heap profiling are off while it measures (see rawconn's
 // TestParkHeadroom).
 func TestParkHeadroom(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector deepens every frame")
-	}
-	t.Setenv("GODEBUG", strings.TrimPrefix(os.Getenv("GODEBUG")+",memprofilerate=0", ","))
 	if !stacktest.InChild(t) {
 		return
 	}
@@ -140,7 +120,7 @@ func TestParkHeadroom(t *testing.T) {
 			}
 		}
 		t.Logf("%s: a 2 KiB stack grows after %d B burnt (warm pool); %d of 10 attempts with an allocating pool grew at %d B",
-			m.name, headroom(func(burn int) bool { return grewBuffered(t, burn, warm, m.op) }), grown, parkHeadroom)
+			m.name, stacktest.Headroom(func(burn int) bool { return grewBuffered(t, burn, warm, m.op) }), grown, parkHeadroom)
 		assert.False(t, grewBuffered(t, parkHeadroom, warm, m.op), "%s, warm pool", m.name)
 		assert.Less(t, grown, 5, "%s, allocating pool", m.name)
 		assert.True(t, grewBuffered(t, 2048, warm, m.op), "%s: the check can fail", m.name)

@@ -13,16 +13,13 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/readyconn/readyconn/bufferpool"
 	"github.com/readyconn/readyconn/internal/stacktest"
-	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 // grew runs read twice on a goroutine whose stack has burn bytes used
@@ -32,28 +29,11 @@ import (
 // idle and back: wake, decrypt, deliver, park.
 func grew(t *testing.T, version uint16, burn int, read func(c *Conn)) bool {
 	c, s := stackPair(t, version)
-	var first atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, err := s.Write(make([]byte, msgLen)); err != nil {
-			panic(err)
-		}
-		for !first.Load() {
-			time.Sleep(time.Millisecond)
-		}
-		testnet.WaitParked(t, "tlsconn.(*Conn).Read")
-		if _, err := s.Write(make([]byte, msgLen)); err != nil {
-			panic(err)
-		}
-	}()
-	g := stacktest.Grew(burn, func() {
-		read(c)
-		first.Store(true)
-		read(c)
-	})
-	<-done
-	return g
+	send := func() error {
+		_, err := s.Write(make([]byte, msgLen))
+		return err
+	}
+	return stacktest.GrewAcrossIdle(t, burn, "tlsconn.(*Conn).Read", send, nil, func() { read(c) })
 }
 
 // TestParkedStack proves that a reader's stack stays at 2 KiB through
@@ -96,12 +76,8 @@ func TestParkedStack(t *testing.T) {
 				assert.False(t, grew(t, version, headroom, r.read),
 					"a tlsconn reader grows its stack past 2 KiB with %d B used before it", headroom)
 				if os.Getenv("STACK_CALIBRATE") != "" {
-					for burn := 0; burn < 2048; burn += 16 {
-						if grew(t, version, burn, r.read) {
-							t.Logf("%s %s grows at burn %d", r.name, tls.VersionName(version), burn)
-							break
-						}
-					}
+					t.Logf("%s %s: %d B of headroom", r.name, tls.VersionName(version),
+						stacktest.Headroom(func(burn int) bool { return grew(t, version, burn, r.read) }))
 				}
 			})
 		}

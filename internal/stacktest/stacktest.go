@@ -26,10 +26,13 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/readyconn/readyconn/internal/israce"
+	"github.com/readyconn/readyconn/internal/testnet"
 )
 
 // childEnv marks the child process that InChild starts.
@@ -143,4 +146,57 @@ func burnStack(top, n uintptr, f func()) {
 		return
 	}
 	f()
+}
+
+// Headroom returns the largest burn below 2 KiB, to 8 bytes, for which grew
+// reports false: how much of a 2 KiB stack a wait path leaves to its
+// callers. grew is called with a burn and reports whether the stack grew
+// (typically by calling Grew); it must grow for larger burns once it does
+// for one.
+func Headroom(grew func(burn int) bool) int {
+	lo, hi := 0, 2048
+	for lo+8 < hi {
+		mid := (lo + hi) / 2
+		if grew(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return lo
+}
+
+// GrewAcrossIdle is Grew for a connection going from busy to idle and back:
+// on a goroutine with burn bytes of stack used it calls read twice. The
+// first read takes a message that send has already sent; the second parks
+// (in a function whose name contains parked, see testnet.WaitParked) until,
+// after idle has run if it is not nil, send sends another. A send that
+// fails panics, as read must when it fails.
+func GrewAcrossIdle(tb testing.TB, burn int, parked string, send func() error, idle func(), read func()) bool {
+	tb.Helper()
+	var first atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := send(); err != nil {
+			panic(err)
+		}
+		for !first.Load() {
+			time.Sleep(time.Millisecond)
+		}
+		testnet.WaitParked(tb, parked)
+		if idle != nil {
+			idle()
+		}
+		if err := send(); err != nil {
+			panic(err)
+		}
+	}()
+	g := Grew(burn, func() {
+		read()
+		first.Store(true)
+		read()
+	})
+	<-done
+	return g
 }
