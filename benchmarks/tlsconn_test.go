@@ -89,30 +89,7 @@ func BenchmarkTLSStream(b *testing.B) {
 			for _, impl := range tlsImpls {
 				b.Run("tls="+v.name+"/size="+size.name+"/impl="+impl.name, func(b *testing.B) {
 					w, r := impl.pair(b, v.v)
-					msg := make([]byte, size.n)
-					buf := make([]byte, size.n)
-					errc := make(chan error, 1)
-					b.SetBytes(int64(size.n))
-					b.ReportAllocs()
-					b.ResetTimer()
-					defer cputime.Start(b).Stop()
-					go func() {
-						for range b.N {
-							if _, err := w.Write(msg); err != nil {
-								errc <- err
-								return
-							}
-						}
-						errc <- nil
-					}()
-					for range b.N {
-						if _, err := io.ReadFull(r, buf); err != nil {
-							b.Fatal(err)
-						}
-					}
-					if err := <-errc; err != nil {
-						b.Fatal(err)
-					}
+					stream(b, w, r, size.n)
 				})
 			}
 		}
