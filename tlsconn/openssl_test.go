@@ -684,12 +684,17 @@ func TestOpenSSLServerNoTickets(t *testing.T) {
 // keyUpdateMsg matches a KeyUpdate in OpenSSL's -msg log: sent (>>>) or
 // received (<<<), with request_update req.
 func keyUpdateMsg(sent bool, req byte) *regexp.Regexp {
+	return osslMsg(sent, "TLS 1.3, Handshake [length 0005], KeyUpdate", fmt.Sprintf("18 00 00 01 %02x", req))
+}
+
+// osslMsg matches a message in OpenSSL's -msg log, sent (>>>) or received
+// (<<<): its description line, then its bytes in hex.
+func osslMsg(sent bool, desc, hex string) *regexp.Regexp {
 	dir := "<<<"
 	if sent {
 		dir = ">>>"
 	}
-	return regexp.MustCompile(regexp.QuoteMeta(dir+" TLS 1.3, Handshake [length 0005], KeyUpdate\n") +
-		fmt.Sprintf(`\s+18 00 00 01 %02x\n`, req))
+	return regexp.MustCompile(regexp.QuoteMeta(dir+" "+desc+"\n") + `\s+` + regexp.QuoteMeta(hex) + `\n`)
 }
 
 // trafficSecrets returns c's current TLS 1.3 read and write traffic
@@ -859,12 +864,7 @@ func TestOpenSSLRekeyAfter(t *testing.T) {
 // recordHeaderMsg matches an application data record header in OpenSSL's
 // -msg log, sent or received, with body length n.
 func recordHeaderMsg(sent bool, n int) *regexp.Regexp {
-	dir := "<<<"
-	if sent {
-		dir = ">>>"
-	}
-	return regexp.MustCompile(regexp.QuoteMeta(dir+" TLS 1.2, RecordHeader [length 0005]\n") +
-		fmt.Sprintf(`\s+17 03 03 %02x %02x\n`, n>>8, n&0xff))
+	return osslMsg(sent, "TLS 1.2, RecordHeader [length 0005]", fmt.Sprintf("17 03 03 %02x %02x", n>>8, n&0xff))
 }
 
 // TestOpenSSLRecordPadding: OpenSSL pads every TLS 1.3 record it sends to a
